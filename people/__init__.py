@@ -1,0 +1,36 @@
+"""people: a typed, asyncio gRPC user directory."""
+
+from __future__ import annotations
+
+from people.errors import (
+    DeadlineExceeded,
+    EmailAlreadyExists,
+    InvalidField,
+    PeopleError,
+    PermissionDenied,
+    ResourceExhausted,
+    ServerError,
+    StaleVersion,
+    StoreUnavailable,
+    Unauthenticated,
+    Unavailable,
+    UserNotFound,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DeadlineExceeded",
+    "EmailAlreadyExists",
+    "InvalidField",
+    "PeopleError",
+    "PermissionDenied",
+    "ResourceExhausted",
+    "ServerError",
+    "StaleVersion",
+    "StoreUnavailable",
+    "Unauthenticated",
+    "Unavailable",
+    "UserNotFound",
+    "__version__",
+]

@@ -1,0 +1,202 @@
+"""UserDirectory: the use cases of the directory, on top of any UserStore.
+
+No gRPC and no SQL here: requests arrive as plain strings, results leave as
+:class:`people.model.User`, and every failure is a :mod:`people.errors` error.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+
+from people.errors import InvalidField, StaleVersion
+from people.model import User, check_id, normalise_email, normalise_name, parse_etag
+from people.store import Cursor, UserStore
+
+DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 1000
+#: Page size used when the directory walks the whole table for GetAllUsers.
+_SCAN_BATCH = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """One page of a listing; ``next_page_token`` is empty on the last page."""
+
+    users: list[User]
+    next_page_token: str
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _new_id() -> str:
+    return str(uuid.uuid4())
+
+
+class UserDirectory:
+    """Create, read, list, update and delete users, enforcing the field rules.
+
+    Args:
+        store: Where users live.
+        clock: Returns the current UTC time (injected for tests).
+        new_id: Returns a fresh user id (injected for tests).
+    """
+
+    def __init__(
+        self,
+        store: UserStore,
+        *,
+        clock: Callable[[], datetime] = _now,
+        new_id: Callable[[], str] = _new_id,
+    ) -> None:
+        self._store = store
+        self._clock = clock
+        self._new_id = new_id
+
+    async def create(self, *, name: str, email: str) -> User:
+        """Create a user with a new id.
+
+        Raises:
+            InvalidField: the name or email breaks a rule.
+            EmailAlreadyExists: another user has this email.
+        """
+        now = self._clock()
+        user = User(
+            id=self._new_id(),
+            name=normalise_name(name),
+            email=normalise_email(email),
+            version=1,
+            create_time=now,
+            update_time=now,
+        )
+        await self._store.add(user)
+        return user
+
+    async def get(self, user_id: str) -> User:
+        """Return one user. Raises UserNotFound or InvalidField (empty id)."""
+        return await self._store.get(check_id(user_id))
+
+    async def list_all(self) -> list[User]:
+        """Return every user in creation order."""
+        users: list[User] = []
+        after: Cursor | None = None
+        while True:
+            batch = await self._store.list_page(after=after, limit=_SCAN_BATCH)
+            users.extend(batch)
+            if len(batch) < _SCAN_BATCH:
+                return users
+            after = (batch[-1].create_time, batch[-1].id)
+
+    async def list_page(self, *, page_size: int, page_token: str) -> Page:
+        """Return one page of users in creation order (AIP-158).
+
+        Args:
+            page_size: 0 means the default (50); larger than 1000 is clamped.
+            page_token: Empty for the first page, else a previous ``next_page_token``.
+
+        Raises:
+            InvalidField: the page size is negative or the token was not issued here.
+        """
+        if page_size < 0:
+            raise InvalidField("page_size", "must not be negative")
+        limit = min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+        after = decode_page_token(page_token) if page_token else None
+        # One extra row tells whether another page follows without a second query.
+        users = await self._store.list_page(after=after, limit=limit + 1)
+        if len(users) <= limit:
+            return Page(users=users, next_page_token="")
+        users = users[:limit]
+        return Page(users=users, next_page_token=encode_page_token(users[-1]))
+
+    async def update(
+        self, user_id: str, *, name: str = "", email: str = "", etag: str = ""
+    ) -> User:
+        """Change a user's name and/or email; empty values keep the stored ones.
+
+        With an ``etag`` the update applies only if the user has not changed
+        since that etag was read; without one the last writer wins.
+
+        Raises:
+            UserNotFound: no such user.
+            InvalidField: a new value breaks a rule.
+            EmailAlreadyExists: the new email belongs to another user.
+            StaleVersion: the etag is out of date.
+        """
+        expected = self._expected_version(user_id, etag)
+        current = await self.get(user_id)
+        if expected is not None and expected != current.version:
+            raise StaleVersion(user_id)
+        updated = replace(
+            current,
+            name=normalise_name(name) if name else current.name,
+            email=normalise_email(email) if email else current.email,
+            version=current.version + 1,
+            update_time=self._clock(),
+        )
+        # Checked against the version read above, so a concurrent update in
+        # between makes this one fail instead of silently undoing it.
+        await self._store.replace(updated, expected_version=current.version)
+        return updated
+
+    async def delete(self, user_id: str, *, etag: str = "") -> None:
+        """Delete a user, optionally only if it still matches ``etag``.
+
+        Raises:
+            UserNotFound: no such user.
+            StaleVersion: the etag is out of date.
+        """
+        expected = self._expected_version(user_id, etag)
+        await self._store.remove(check_id(user_id), expected_version=expected)
+
+    @staticmethod
+    def _expected_version(user_id: str, etag: str) -> int | None:
+        if not etag:
+            return None
+        version = parse_etag(etag)
+        if version is None:
+            # An etag we never issued cannot match the current user.
+            raise StaleVersion(user_id)
+        return version
+
+
+_TOKEN_CHECK_BYTES = 8
+
+
+def encode_page_token(last: User) -> str:
+    """Make an opaque token that resumes a listing after ``last``."""
+    payload = json.dumps([last.create_time.isoformat(), last.id], separators=(",", ":")).encode()
+    check = hashlib.blake2b(payload, digest_size=_TOKEN_CHECK_BYTES, person=b"people-page").digest()
+    return base64.urlsafe_b64encode(check + payload).decode().rstrip("=")
+
+
+def decode_page_token(token: str) -> Cursor:
+    """Read a token made by :func:`encode_page_token`.
+
+    Raises:
+        InvalidField: the token is malformed or was altered.
+    """
+    invalid = InvalidField("page_token", "is not a token this server issued; start from page one")
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+    except (binascii.Error, ValueError):
+        raise invalid from None
+    check, payload = raw[:_TOKEN_CHECK_BYTES], raw[_TOKEN_CHECK_BYTES:]
+    expected = hashlib.blake2b(payload, digest_size=_TOKEN_CHECK_BYTES, person=b"people-page")
+    if check != expected.digest():
+        raise invalid
+    try:
+        created, user_id = json.loads(payload)
+        moment = datetime.fromisoformat(created)
+    except (ValueError, TypeError):
+        raise invalid from None
+    if not isinstance(user_id, str) or moment.tzinfo is None:
+        raise invalid
+    return (moment, user_id)

@@ -1,0 +1,91 @@
+"""The storage port: what the directory needs from a database, and how to open one.
+
+Adapters live beside this module (``memory``, ``sqlite``, ``postgres``). Each
+translates its driver's exceptions into :mod:`people.errors` at its own edge,
+so no driver exception ever reaches the directory.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Protocol
+
+from people.errors import InvalidField
+from people.model import User
+
+#: Where a page ends: the (create_time, id) of its last user. Users are ordered
+#: by this pair, which never changes once a user exists, so paging is stable.
+Cursor = tuple[datetime, str]
+
+
+class UserStore(Protocol):
+    """Persistence for users. Every method is safe to call concurrently."""
+
+    async def add(self, user: User) -> None:
+        """Store a new user. Raises EmailAlreadyExists if its email key is taken."""
+        ...
+
+    async def get(self, user_id: str) -> User:
+        """Return one user. Raises UserNotFound."""
+        ...
+
+    async def list_page(self, *, after: Cursor | None, limit: int) -> list[User]:
+        """Return up to ``limit`` users in creation order, starting after ``after``."""
+        ...
+
+    async def replace(self, user: User, *, expected_version: int) -> None:
+        """Overwrite a user if its stored version is ``expected_version``.
+
+        Raises:
+            UserNotFound: no such user.
+            StaleVersion: the stored version differs.
+            EmailAlreadyExists: the new email belongs to another user.
+        """
+        ...
+
+    async def remove(self, user_id: str, *, expected_version: int | None) -> None:
+        """Delete a user, checking its version if one is given.
+
+        Raises:
+            UserNotFound: no such user.
+            StaleVersion: ``expected_version`` is given and differs.
+        """
+        ...
+
+    async def ping(self) -> bool:
+        """Return True if the store answers right now (for health checks)."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release connections and threads. The store is unusable afterwards."""
+        ...
+
+
+async def open_store(url: str) -> UserStore:
+    """Open the store a database URL names.
+
+    Args:
+        url: ``sqlite:///relative/path.db``, ``sqlite:////absolute/path.db``,
+            ``memory://`` or ``postgresql://user@host:port/dbname``.
+
+    Raises:
+        InvalidField: the URL names no store people knows.
+        StoreUnavailable: the database cannot be opened.
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        raise InvalidField("database", f"{url!r} is not a URL such as sqlite:///people.db")
+    if scheme == "memory":
+        from people.store.memory import MemoryStore
+
+        return MemoryStore()
+    if scheme == "sqlite":
+        from people.store.sqlite import SQLiteStore
+
+        path = rest.removeprefix("/")
+        if not path:
+            raise InvalidField("database", "sqlite URLs need a path: sqlite:///people.db")
+        return await SQLiteStore.open(path)
+    raise InvalidField(
+        "database", f"unknown scheme {scheme!r}: use sqlite:// or memory://"
+    )

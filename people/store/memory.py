@@ -1,0 +1,65 @@
+"""An in-memory store: the test double, and ``memory://`` for throwaway servers."""
+
+from __future__ import annotations
+
+from people.errors import EmailAlreadyExists, StaleVersion, UserNotFound
+from people.model import User
+from people.store import Cursor
+
+
+class MemoryStore:
+    """Keeps users in dicts; nothing survives the process.
+
+    All methods run without awaiting, so each is atomic on the event loop.
+    """
+
+    def __init__(self) -> None:
+        self._users: dict[str, User] = {}
+        self._ids_by_email: dict[str, str] = {}
+
+    async def add(self, user: User) -> None:
+        if user.email_key in self._ids_by_email:
+            raise EmailAlreadyExists(user.email)
+        self._users[user.id] = user
+        self._ids_by_email[user.email_key] = user.id
+
+    async def get(self, user_id: str) -> User:
+        try:
+            return self._users[user_id]
+        except KeyError:
+            raise UserNotFound(user_id) from None
+
+    async def list_page(self, *, after: Cursor | None, limit: int) -> list[User]:
+        ordered = sorted(self._users.values(), key=_order)
+        if after is not None:
+            ordered = [user for user in ordered if _order(user) > after]
+        return ordered[:limit]
+
+    async def replace(self, user: User, *, expected_version: int) -> None:
+        current = await self.get(user.id)
+        if current.version != expected_version:
+            raise StaleVersion(user.id)
+        owner = self._ids_by_email.get(user.email_key)
+        if owner is not None and owner != user.id:
+            raise EmailAlreadyExists(user.email)
+        del self._ids_by_email[current.email_key]
+        self._ids_by_email[user.email_key] = user.id
+        self._users[user.id] = user
+
+    async def remove(self, user_id: str, *, expected_version: int | None) -> None:
+        current = await self.get(user_id)
+        if expected_version is not None and current.version != expected_version:
+            raise StaleVersion(user_id)
+        del self._users[user_id]
+        del self._ids_by_email[current.email_key]
+
+    async def ping(self) -> bool:
+        return True
+
+    async def aclose(self) -> None:
+        self._users.clear()
+        self._ids_by_email.clear()
+
+
+def _order(user: User) -> Cursor:
+    return (user.create_time, user.id)

@@ -1,0 +1,257 @@
+"""The SQLite store: the embedded default, one file in WAL mode.
+
+sqlite3 blocks, so every statement runs on a worker thread and the event loop
+only awaits it. Writes go through a single thread and connection (SQLite has
+one writer at a time anyway); reads use a small pool of their own so they do
+not queue behind commits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TypeVar
+
+from people.errors import EmailAlreadyExists, StaleVersion, StoreUnavailable, UserNotFound
+from people.model import User
+from people.store import Cursor
+
+_T = TypeVar("_T")
+
+SCHEMA_VERSION = 1
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS users (
+    id             TEXT PRIMARY KEY,
+    name           TEXT NOT NULL,
+    email          TEXT NOT NULL,
+    email_key      TEXT NOT NULL,
+    version        INTEGER NOT NULL,
+    create_time_us INTEGER NOT NULL,
+    update_time_us INTEGER NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS users_email_key ON users (email_key);
+CREATE INDEX IF NOT EXISTS users_creation_order ON users (create_time_us, id);
+"""
+_COLUMNS = "id, name, email, version, create_time_us, update_time_us"
+READ_THREADS = 2
+#: How long a writer waits for another process's lock before giving up.
+BUSY_TIMEOUT_MS = 5000
+
+
+class SQLiteStore:
+    """Users in one SQLite file. Create it with :meth:`open`."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._local = threading.local()
+        self._connections: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="people-sqlite-write")
+        self._readers = ThreadPoolExecutor(READ_THREADS, thread_name_prefix="people-sqlite-read")
+
+    @classmethod
+    async def open(cls, path: str | Path) -> SQLiteStore:
+        """Open (creating if needed) the database file and its schema.
+
+        Raises:
+            StoreUnavailable: the file cannot be opened or is not a database.
+        """
+        store = cls(Path(path))
+        try:
+            await store._write(_migrate)
+        except StoreUnavailable:
+            await store.aclose()
+            raise
+        return store
+
+    async def add(self, user: User) -> None:
+        def insert(db: sqlite3.Connection) -> None:
+            try:
+                with db:
+                    db.execute(
+                        "INSERT INTO users (id, name, email, email_key, version,"
+                        " create_time_us, update_time_us) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        _row(user),
+                    )
+            except sqlite3.IntegrityError as exc:
+                raise EmailAlreadyExists(user.email) from exc
+
+        await self._write(insert)
+
+    async def get(self, user_id: str) -> User:
+        def select(db: sqlite3.Connection) -> User:
+            row = db.execute(f"SELECT {_COLUMNS} FROM users WHERE id = ?", (user_id,)).fetchone()
+            if row is None:
+                raise UserNotFound(user_id)
+            return _user(row)
+
+        return await self._read(select)
+
+    async def list_page(self, *, after: Cursor | None, limit: int) -> list[User]:
+        def select(db: sqlite3.Connection) -> list[User]:
+            if after is None:
+                rows = db.execute(
+                    f"SELECT {_COLUMNS} FROM users ORDER BY create_time_us, id LIMIT ?",
+                    (limit,),
+                )
+            else:
+                rows = db.execute(
+                    f"SELECT {_COLUMNS} FROM users WHERE (create_time_us, id) > (?, ?)"
+                    " ORDER BY create_time_us, id LIMIT ?",
+                    (_micros(after[0]), after[1], limit),
+                )
+            return [_user(row) for row in rows]
+
+        return await self._read(select)
+
+    async def replace(self, user: User, *, expected_version: int) -> None:
+        def update(db: sqlite3.Connection) -> None:
+            try:
+                with db:
+                    changed = db.execute(
+                        "UPDATE users SET name = ?, email = ?, email_key = ?, version = ?,"
+                        " update_time_us = ? WHERE id = ? AND version = ?",
+                        (
+                            user.name,
+                            user.email,
+                            user.email_key,
+                            user.version,
+                            _micros(user.update_time),
+                            user.id,
+                            expected_version,
+                        ),
+                    ).rowcount
+            except sqlite3.IntegrityError as exc:
+                raise EmailAlreadyExists(user.email) from exc
+            if not changed:
+                _raise_missing_or_stale(db, user.id)
+
+        await self._write(update)
+
+    async def remove(self, user_id: str, *, expected_version: int | None) -> None:
+        def delete(db: sqlite3.Connection) -> None:
+            with db:
+                if expected_version is None:
+                    cursor = db.execute("DELETE FROM users WHERE id = ?", (user_id,))
+                else:
+                    cursor = db.execute(
+                        "DELETE FROM users WHERE id = ? AND version = ?",
+                        (user_id, expected_version),
+                    )
+            if not cursor.rowcount:
+                _raise_missing_or_stale(db, user_id)
+
+        await self._write(delete)
+
+    async def ping(self) -> bool:
+        try:
+            await self._read(lambda db: db.execute("SELECT 1 FROM users LIMIT 1").fetchall())
+        except StoreUnavailable:
+            return False
+        return True
+
+    async def aclose(self) -> None:
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, self._shutdown)
+
+    def _shutdown(self) -> None:
+        self._writer.shutdown(wait=True)
+        self._readers.shutdown(wait=True)
+        with self._lock:
+            for connection in self._connections:
+                connection.close()
+            self._connections.clear()
+
+    async def _write(self, operation: Callable[[sqlite3.Connection], _T]) -> _T:
+        return await self._run(self._writer, operation)
+
+    async def _read(self, operation: Callable[[sqlite3.Connection], _T]) -> _T:
+        return await self._run(self._readers, operation)
+
+    async def _run(
+        self, executor: ThreadPoolExecutor, operation: Callable[[sqlite3.Connection], _T]
+    ) -> _T:
+        def call() -> _T:
+            try:
+                return operation(self._connection())
+            except sqlite3.Error as exc:
+                # Integrity errors were translated inside `operation`; anything
+                # left is the file or the disk, which the caller cannot fix.
+                raise StoreUnavailable(f"the SQLite database is unavailable: {exc}") from exc
+
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(executor, call)
+
+    def _connection(self) -> sqlite3.Connection:
+        connection: sqlite3.Connection | None = getattr(self._local, "connection", None)
+        if connection is None:
+            connection = sqlite3.connect(
+                self._path, timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=False
+            )
+            connection.execute("PRAGMA journal_mode = WAL")
+            # FULL: an acknowledged write survives a power loss, not just a crash.
+            connection.execute("PRAGMA synchronous = FULL")
+            connection.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            self._local.connection = connection
+            with self._lock:
+                self._connections.append(connection)
+        return connection
+
+
+def _migrate(db: sqlite3.Connection) -> None:
+    (version,) = db.execute("PRAGMA user_version").fetchone()
+    if version > SCHEMA_VERSION:
+        raise sqlite3.DatabaseError(
+            f"schema version {version} is newer than this people ({SCHEMA_VERSION})"
+        )
+    with db:
+        db.executescript(_SCHEMA)
+        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+
+def _raise_missing_or_stale(db: sqlite3.Connection, user_id: str) -> None:
+    exists = db.execute("SELECT 1 FROM users WHERE id = ?", (user_id,)).fetchone()
+    if exists is None:
+        raise UserNotFound(user_id)
+    raise StaleVersion(user_id)
+
+
+def _micros(moment: datetime) -> int:
+    delta = moment - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def _from_micros(micros: int) -> datetime:
+    return datetime.fromtimestamp(micros // 1_000_000, UTC).replace(microsecond=micros % 1_000_000)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _row(user: User) -> tuple[str, str, str, str, int, int, int]:
+    return (
+        user.id,
+        user.name,
+        user.email,
+        user.email_key,
+        user.version,
+        _micros(user.create_time),
+        _micros(user.update_time),
+    )
+
+
+def _user(row: tuple[str, str, str, int, int, int]) -> User:
+    user_id, name, email, version, created, updated = row
+    return User(
+        id=user_id,
+        name=name,
+        email=email,
+        version=version,
+        create_time=_from_micros(created),
+        update_time=_from_micros(updated),
+    )
