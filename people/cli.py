@@ -9,7 +9,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from people.config import DEFAULT_DATABASE, DEFAULT_HOST, DEFAULT_PORT, Settings, SettingsError
+from people.config import SettingsError, add_serve_arguments, settings_from_arguments
 
 EXIT_OK = 0
 EXIT_USAGE = 2
@@ -22,13 +22,7 @@ def _serve_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser])
         description="Run the people gRPC server. Every flag can also be set with the "
         "PEOPLE_<FLAG> environment variable (e.g. PEOPLE_PORT=50052); flags win.",
     )
-    serve.add_argument("--host", help=f"address to listen on (default {DEFAULT_HOST})")
-    serve.add_argument("--port", type=int, help=f"port to listen on (default {DEFAULT_PORT})")
-    serve.add_argument(
-        "--database",
-        help=f"sqlite:///FILE, postgresql://... or memory:// (default {DEFAULT_DATABASE})",
-    )
-    serve.add_argument("--log-format", choices=["text", "json"], help="log line format")
+    add_serve_arguments(serve)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,13 +37,7 @@ def _run_serve(args: argparse.Namespace) -> int:
     from people.server import serve
 
     try:
-        settings = Settings.from_env(
-            os.environ,
-            host=args.host,
-            port=args.port,
-            database=args.database,
-            log_format=args.log_format,
-        )
+        settings = settings_from_arguments(args, os.environ)
     except SettingsError as exc:
         print(f"people serve: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -6,6 +6,7 @@ frozen :class:`Settings` and passes the parts down.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 from collections.abc import Mapping
 from pathlib import Path
@@ -115,3 +116,28 @@ def _parse(name: str, kind: object, raw: str) -> object:
     except ValueError:
         raise SettingsError(f"{ENV_PREFIX}{name.upper()}={raw!r} is not a valid {kind}") from None
     return raw
+
+
+def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
+    """Declare a flag for every setting; each defaults to None so the environment can fill it."""
+    parser.add_argument("--host", help=f"address to listen on (default {DEFAULT_HOST})")
+    parser.add_argument("--port", type=int, help=f"port to listen on (default {DEFAULT_PORT})")
+    parser.add_argument(
+        "--database",
+        help=f"sqlite:///FILE, postgresql://... or memory:// (default {DEFAULT_DATABASE})",
+    )
+    parser.add_argument(
+        "--log-format", dest="log_format", choices=["text", "json"], help="log line format"
+    )
+
+
+def settings_from_arguments(args: argparse.Namespace, environ: Mapping[str, str]) -> Settings:
+    """Combine parsed ``serve`` flags with ``PEOPLE_*`` variables; flags win.
+
+    Raises:
+        SettingsError: a value is malformed or out of range.
+    """
+    names = {field.name for field in dataclasses.fields(Settings)}
+    return Settings.from_env(
+        environ, **{name: value for name, value in vars(args).items() if name in names}
+    )

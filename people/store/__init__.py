@@ -86,6 +86,4 @@ async def open_store(url: str) -> UserStore:
         if not path:
             raise InvalidField("database", "sqlite URLs need a path: sqlite:///people.db")
         return await SQLiteStore.open(path)
-    raise InvalidField(
-        "database", f"unknown scheme {scheme!r}: use sqlite:// or memory://"
-    )
+    raise InvalidField("database", f"unknown scheme {scheme!r}: use sqlite:// or memory://")
