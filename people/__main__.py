@@ -1,0 +1,9 @@
+"""`python -m people`: the same as the `people` command."""
+
+from __future__ import annotations
+
+import sys
+
+from people.cli import main
+
+sys.exit(main())
