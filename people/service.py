@@ -23,6 +23,10 @@ DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
 #: Page size used when the directory walks the whole table for GetAllUsers.
 _SCAN_BATCH = 1000
+#: How often an update without an etag re-reads after losing a race to another writer.
+_MAX_UPDATE_ATTEMPTS = 64
+#: Versions start at 1, so this matches no stored user.
+_NEVER_ISSUED_VERSION = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,23 +132,32 @@ class UserDirectory:
             UserNotFound: no such user.
             InvalidField: a new value breaks a rule.
             EmailAlreadyExists: the new email belongs to another user.
-            StaleVersion: the etag is out of date.
+            StaleVersion: the etag is out of date (without an etag: only after
+                losing the race to other writers many times in a row).
         """
-        expected = self._expected_version(user_id, etag)
-        current = await self.get(user_id)
-        if expected is not None and expected != current.version:
-            raise StaleVersion(user_id)
-        updated = replace(
-            current,
-            name=normalise_name(name) if name else current.name,
-            email=normalise_email(email) if email else current.email,
-            version=current.version + 1,
-            update_time=self._clock(),
-        )
-        # Checked against the version read above, so a concurrent update in
-        # between makes this one fail instead of silently undoing it.
-        await self._store.replace(updated, expected_version=current.version)
-        return updated
+        expected = self._expected_version(etag)
+        for _ in range(_MAX_UPDATE_ATTEMPTS):
+            current = await self.get(user_id)
+            if expected is not None and expected != current.version:
+                raise StaleVersion(user_id)
+            updated = replace(
+                current,
+                name=normalise_name(name) if name else current.name,
+                email=normalise_email(email) if email else current.email,
+                version=current.version + 1,
+                update_time=self._clock(),
+            )
+            # Checked against the version read above, so a concurrent update in
+            # between makes this one fail instead of silently undoing it.
+            try:
+                await self._store.replace(updated, expected_version=current.version)
+            except StaleVersion:
+                if expected is not None:
+                    raise
+                # No etag: last writer wins, so re-read and apply our fields on top.
+                continue
+            return updated
+        raise StaleVersion(user_id)
 
     async def delete(self, user_id: str, *, etag: str = "") -> None:
         """Delete a user, optionally only if it still matches ``etag``.
@@ -153,17 +166,18 @@ class UserDirectory:
             UserNotFound: no such user.
             StaleVersion: the etag is out of date.
         """
-        expected = self._expected_version(user_id, etag)
+        expected = self._expected_version(etag)
         await self._store.remove(check_id(user_id), expected_version=expected)
 
     @staticmethod
-    def _expected_version(user_id: str, etag: str) -> int | None:
+    def _expected_version(etag: str) -> int | None:
         if not etag:
             return None
         version = parse_etag(etag)
         if version is None:
-            # An etag we never issued cannot match the current user.
-            raise StaleVersion(user_id)
+            # An etag we never issued cannot match the current user, but a
+            # missing user is still NOT_FOUND: let the store decide which.
+            return _NEVER_ISSUED_VERSION
         return version
 
 
@@ -195,7 +209,8 @@ def decode_page_token(token: str) -> Cursor:
     try:
         created, user_id = json.loads(payload)
         moment = datetime.fromisoformat(created)
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, RecursionError):
+        # RecursionError: deeply nested JSON in a forged token (the check is not a secret).
         raise invalid from None
     if not isinstance(user_id, str) or moment.tzinfo is None:
         raise invalid

@@ -86,4 +86,10 @@ async def open_store(url: str) -> UserStore:
         if not path:
             raise InvalidField("database", "sqlite URLs need a path: sqlite:///people.db")
         return await SQLiteStore.open(path)
-    raise InvalidField("database", f"unknown scheme {scheme!r}: use sqlite:// or memory://")
+    if scheme in ("postgresql", "postgres"):
+        from people.store.postgres import PostgresStore
+
+        return await PostgresStore.open(url)
+    raise InvalidField(
+        "database", f"unknown scheme {scheme!r}: use sqlite://, postgresql:// or memory://"
+    )

@@ -53,6 +53,7 @@ class SQLiteStore:
         self._lock = threading.Lock()
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="people-sqlite-write")
         self._readers = ThreadPoolExecutor(READ_THREADS, thread_name_prefix="people-sqlite-read")
+        self._closed = False
 
     @classmethod
     async def open(cls, path: str | Path) -> SQLiteStore:
@@ -156,6 +157,7 @@ class SQLiteStore:
         return True
 
     async def aclose(self) -> None:
+        self._closed = True
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, self._shutdown)
 
@@ -184,6 +186,9 @@ class SQLiteStore:
                 # left is the file or the disk, which the caller cannot fix.
                 raise StoreUnavailable(f"the SQLite database is unavailable: {exc}") from exc
 
+        if self._closed:
+            # The executors are shut down; say so in our terms, not as a RuntimeError.
+            raise StoreUnavailable("the SQLite store is closed")
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(executor, call)
 
@@ -193,10 +198,15 @@ class SQLiteStore:
             connection = sqlite3.connect(
                 self._path, timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=False
             )
-            connection.execute("PRAGMA journal_mode = WAL")
-            # FULL: an acknowledged write survives a power loss, not just a crash.
-            connection.execute("PRAGMA synchronous = FULL")
-            connection.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            try:
+                connection.execute("PRAGMA journal_mode = WAL")
+                # FULL: an acknowledged write survives a power loss, not just a crash.
+                connection.execute("PRAGMA synchronous = FULL")
+                connection.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            except sqlite3.Error:
+                # Not a database (or unreadable): close now rather than leak it.
+                connection.close()
+                raise
             self._local.connection = connection
             with self._lock:
                 self._connections.append(connection)
