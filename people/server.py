@@ -9,23 +9,30 @@ and runs until SIGINT or SIGTERM. Everything it opens is closed by one
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import signal
 import socket
 from collections.abc import Callable
 from contextlib import AsyncExitStack
+from typing import Any
 
-from grpclib.health.check import ServiceCheck
+from grpclib.health.check import ServiceCheck, ServiceStatus
 from grpclib.health.service import Health
 from grpclib.health.v1 import health_pb2
 from grpclib.reflection.service import ServerReflection
-from grpclib.server import Server
 
 from people._gen.google_proto_descriptor_pool import default_google_proto_descriptor_pool
+from people.accesslog import access_log
 from people.api import UserService
+from people.auth import TokenAuth, read_tokens
+from people.calls import CallPolicy
+from people.codec import StrictCodec
 from people.config import Settings
 from people.service import UserDirectory
 from people.store import UserStore, open_store
+from people.tls import server_context
+from people.transport import PeopleServer
 
 log = logging.getLogger("people.server")
 
@@ -34,7 +41,7 @@ HEALTH_CHECK_TTL = 1.0
 HEALTH_CHECK_TIMEOUT = 2.0
 
 
-def _descriptor_pool() -> object:
+def _descriptor_pool() -> Any:
     """The pool reflection reads: the generated people.proto plus the health service's file."""
     pool = default_google_proto_descriptor_pool
     try:
@@ -44,8 +51,16 @@ def _descriptor_pool() -> object:
     return pool
 
 
-def build_services(store: UserStore, settings: Settings) -> list[object]:
-    """Return every servicer a people server exposes, wired to ``store``."""
+def build_services(
+    store: UserStore, settings: Settings, *, serving: ServiceStatus | None = None
+) -> list[object]:
+    """Return every servicer a people server exposes, wired to ``store``.
+
+    Args:
+        store: Where users live.
+        settings: Limits and the like.
+        serving: When given, health reports NOT_SERVING while it is False (drain).
+    """
     user_service = UserService(
         UserDirectory(store), max_send_message_bytes=settings.max_send_message_bytes
     )
@@ -56,15 +71,60 @@ def build_services(store: UserStore, settings: Settings) -> list[object]:
     check = ServiceCheck(
         store_answers, check_ttl=HEALTH_CHECK_TTL, check_timeout=HEALTH_CHECK_TIMEOUT
     )
-    health = Health({user_service: [check]})
+    checks: list[Any] = [check] if serving is None else [check, serving]
+    health = Health({user_service: checks})
     return list(ServerReflection.extend([user_service, health], pool=_descriptor_pool()))
 
 
-def bind(host: str, port: int) -> socket.socket:
-    """Create the listening socket, so the real port is known even for port 0."""
+def build_server(services: list[object], settings: Settings) -> PeopleServer:
+    """Return a server for ``services`` with every limit in ``settings`` applied."""
+    policy = CallPolicy(
+        max_receive_message_bytes=settings.max_receive_message_bytes,
+        max_concurrent_calls=settings.max_concurrent_calls,
+    )
+    codec = StrictCodec(_descriptor_pool(), max_send_message_bytes=settings.max_send_message_bytes)
+    server = PeopleServer(
+        services,
+        codec=codec,
+        policy=policy,
+        max_connections=settings.max_connections,
+        handshake_timeout=settings.handshake_timeout,
+        idle_timeout=settings.idle_timeout,
+    )
+    if settings.token_file is not None:
+        TokenAuth(read_tokens(settings.token_file)).install(server)
+        if not settings.tls and not _is_loopback(settings.host):
+            log.warning(
+                "bearer tokens are enabled without TLS on %s: tokens cross the network in"
+                " clear text; use --tls-cert and --tls-key",
+                settings.host,
+            )
+    return server
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def bind(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
+    """Create the listening socket, so the real port is known even for port 0.
+
+    Args:
+        host: The address to listen on.
+        port: The port, or 0 for any free one.
+        reuse_port: Share the port with other processes that set it too
+            (SO_REUSEPORT): the kernel spreads new connections across them.
+    """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     try:
         sock.bind((host, port))
         sock.listen(128)
@@ -84,15 +144,23 @@ async def serve(settings: Settings, *, on_ready: Callable[[str], None] | None = 
     """
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
+    access_log.setLevel(logging.INFO if settings.access_log else logging.WARNING)
     async with AsyncExitStack() as stack:
         store = await open_store(settings.database)
         stack.push_async_callback(store.aclose)
 
-        server = Server(build_services(store, settings))  # type: ignore[arg-type]
-        sock = bind(settings.host, settings.port)
+        serving = ServiceStatus()
+        serving.set(True)
+        server = build_server(build_services(store, settings, serving=serving), settings)
+        tls = (
+            server_context(settings.tls_cert, settings.tls_key, settings.tls_client_ca)
+            if settings.tls_cert is not None and settings.tls_key is not None
+            else None
+        )
+        # One of several worker processes (people.workers) shares the port.
+        sock = bind(settings.host, settings.port, reuse_port=settings.workers > 1)
         stack.callback(sock.close)
-        await server.start(sock=sock)
-        stack.push_async_callback(_close, server)
+        await server.start_on(sock, ssl=tls)
 
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stopping.set)
@@ -102,13 +170,13 @@ async def serve(settings: Settings, *, on_ready: Callable[[str], None] | None = 
         log.info("people serving on %s (database %s)", address, _redact(settings.database))
         if on_ready is not None:
             on_ready(address)
-        await stopping.wait()
-        log.info("people stopping")
-
-
-async def _close(server: Server) -> None:
-    server.close()
-    await server.wait_closed()
+        try:
+            await stopping.wait()
+        finally:
+            log.info("people draining (grace period %gs)", settings.grace_period)
+            serving.set(False)
+            await server.drain(settings.grace_period)
+        log.info("people stopped")
 
 
 def _address(sock: socket.socket) -> str:

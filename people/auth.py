@@ -1,0 +1,93 @@
+"""Bearer-token authentication, checked once per call before the handler runs.
+
+grpclib handlers see only the request message, not its metadata, so the check
+listens to grpclib's ``RecvRequest`` event: a call without a known
+``authorization: Bearer <token>`` header fails with UNAUTHENTICATED before any
+handler code runs. Tokens are compared with :func:`hmac.compare_digest` against
+every configured token, so timing does not reveal how much of a guess matched,
+and they are never logged. The health service stays open for probes. The
+accepted caller's label (``token-<n>``, never the token) is kept in a
+context variable for code that wants to know who called.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import hmac
+from collections.abc import Sequence
+from pathlib import Path
+
+from grpclib.const import Status
+from grpclib.events import RecvRequest, listen
+from grpclib.exceptions import GRPCError
+from grpclib.server import Server
+
+#: Methods anyone may call: health probes carry no credentials.
+PUBLIC_PREFIXES = ("/grpc.health.v1.Health/",)
+
+#: Which configured token the current call presented, e.g. ``token-1``.
+caller: contextvars.ContextVar[str | None] = contextvars.ContextVar("caller", default=None)
+
+
+class TokenFileError(ValueError):
+    """The token file cannot be used; the message says why (never the tokens)."""
+
+
+def read_tokens(path: Path) -> list[bytes]:
+    """Return the tokens in ``path``: one per line, blank lines and ``#`` comments skipped.
+
+    Raises:
+        TokenFileError: the file cannot be read or holds no token.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise TokenFileError(f"cannot read token file {path}: {exc.__class__.__name__}") from None
+    tokens = [
+        line.strip().encode()
+        for line in text.splitlines()
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
+    if not tokens:
+        raise TokenFileError(f"token file {path} holds no token")
+    return tokens
+
+
+class TokenAuth:
+    """Checks each call's bearer token against a fixed set.
+
+    Args:
+        tokens: The accepted tokens.
+    """
+
+    def __init__(self, tokens: Sequence[bytes]) -> None:
+        self._tokens = list(tokens)
+
+    def identify(self, authorization: str | None) -> str | None:
+        """Return the label of the token in an ``authorization`` value, or None."""
+        if authorization is None:
+            return None
+        scheme, _, presented = authorization.partition(" ")
+        if scheme.lower() != "bearer":
+            return None
+        candidate = presented.strip().encode()
+        found = None
+        for index, token in enumerate(self._tokens, start=1):
+            # Compare with every token, so the time taken does not say which matched.
+            if hmac.compare_digest(candidate, token) and found is None:
+                found = f"token-{index}"
+        return found
+
+    async def on_request(self, event: RecvRequest) -> None:
+        """grpclib ``RecvRequest`` listener: refuse calls without a valid token."""
+        if event.method_name.startswith(PUBLIC_PREFIXES):
+            return
+        value = event.metadata.get("authorization")
+        label = self.identify(value if isinstance(value, str) else None)
+        if label is None:
+            raise GRPCError(Status.UNAUTHENTICATED, "missing or invalid bearer token")
+        caller.set(label)
+
+    def install(self, server: Server) -> None:
+        """Check every call ``server`` receives."""
+        listen(server, RecvRequest, self.on_request)

@@ -1,0 +1,165 @@
+"""Graceful drain: on SIGTERM accepted calls finish, the rest are refused cleanly."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from concurrent.futures import Future
+from pathlib import Path
+
+import grpc
+from grpclib.health.v1.health_pb2 import HealthCheckRequest, HealthCheckResponse
+from h2.errors import ErrorCodes
+from hyperframe.frame import DataFrame, GoAwayFrame, HeadersFrame, RstStreamFrame
+
+from people._gen.people import CreateUserRequest, CreateUserResponse, User, UserIdRequest
+from tests.inprocess import GatedStore, RawH2, frame, serving
+from tests.support import running_server
+
+CALLS = 600
+#: Ways a call can vanish that leave a client unable to tell whether it ran.
+VANISHED = ("stream removed", "socket closed", "connection reset", "rst_stream")
+
+
+def _create(channel: grpc.Channel) -> grpc.UnaryUnaryMultiCallable:
+    return channel.unary_unary(
+        "/people.UserService/CreateUser",
+        request_serializer=bytes,
+        response_deserializer=CreateUserResponse.parse,
+    )
+
+
+class TestSigterm:
+    """SIGTERM against a real server with calls in flight."""
+
+    def test_every_call_completes_or_is_refused(self, tmp_path: Path) -> None:
+        """600 creates on one channel: each is OK or UNAVAILABLE, and every OK one persisted."""
+        database = f"sqlite:///{tmp_path / 'people.db'}"
+        acknowledged: dict[str, str] = {}
+        with running_server("--database", database, "--grace-period", "10") as server:
+            with grpc.insecure_channel(server.target) as channel:
+                grpc.channel_ready_future(channel).result(timeout=10)
+                create = _create(channel)
+                futures: list[tuple[str, Future[CreateUserResponse]]] = []
+                for index in range(CALLS):
+                    email = f"user{index}@example.com"
+                    request = CreateUserRequest(name=f"User {index}", email=email)
+                    futures.append((email, create.future(request, timeout=30)))
+                deadline = time.monotonic() + 10
+                while sum(f.done() for _, f in futures) < 10 and time.monotonic() < deadline:
+                    time.sleep(0.001)
+                server.process.send_signal(signal.SIGTERM)
+                failures: list[str] = []
+                for email, future in futures:
+                    try:
+                        acknowledged[email] = future.result(timeout=30).id
+                    except grpc.RpcError as exc:
+                        details = (exc.details() or "").lower()
+                        if exc.code() is not grpc.StatusCode.UNAVAILABLE or any(
+                            word in details for word in VANISHED
+                        ):
+                            failures.append(f"{email}: {exc.code()} {exc.details()}")
+                code = server.process.wait(timeout=20)
+            assert not failures, failures[:10]
+            assert code == 0, server.output()
+        assert len(acknowledged) > 0, "no call completed before SIGTERM"
+        with (
+            running_server("--database", database) as restarted,
+            grpc.insecure_channel(restarted.target) as channel,
+        ):
+            get = channel.unary_unary(
+                "/people.UserService/GetUserById",
+                request_serializer=bytes,
+                response_deserializer=User.parse,
+            )
+            for email, user_id in acknowledged.items():
+                assert get(UserIdRequest(id=user_id), timeout=10).email == email
+
+    def test_sigint_also_drains(self) -> None:
+        """SIGINT stops the server with exit code 0 too."""
+        with running_server("--database", "memory://") as server:
+            assert server.stop(signal.SIGINT) == 0
+
+
+class TestGoaway:
+    """What a connection sees when the server drains, frame by frame."""
+
+    async def test_accepted_call_finishes_and_later_stream_is_refused(self) -> None:
+        """GOAWAY names the last accepted stream, which still answers; a later one is REFUSED."""
+        store = GatedStore()
+        async with serving(store=store) as served:
+            client = await RawH2.connect(served.port)
+            request = bytes(CreateUserRequest(name="Ada", email="ada@example.com"))
+            first = client.call("/people.UserService/CreateUser", frame(request))
+            await asyncio.wait_for(store.entered.wait(), 5)
+            drain = asyncio.create_task(served.server.drain(5))
+            await asyncio.sleep(0.05)
+            second = client.call("/people.UserService/CreateUser", frame(request))
+            goaway: GoAwayFrame | None = None
+            refused: RstStreamFrame | None = None
+            while goaway is None or refused is None:
+                received = await client.read_frame()
+                if isinstance(received, GoAwayFrame):
+                    goaway = received
+                elif isinstance(received, RstStreamFrame) and received.stream_id == second:
+                    refused = received
+                elif isinstance(received, HeadersFrame):
+                    client.decode(received)
+            assert (goaway.last_stream_id, goaway.error_code) == (first, ErrorCodes.NO_ERROR)
+            assert refused.error_code == ErrorCodes.REFUSED_STREAM
+            assert not drain.done()
+            store.gate.set()
+            trailers: dict[str, str] = {}
+            answered = False
+            while "grpc-status" not in trailers:
+                received = await client.read_frame()
+                if isinstance(received, DataFrame) and received.stream_id == first:
+                    answered = True
+                elif isinstance(received, HeadersFrame):
+                    headers = client.decode(received)
+                    if received.stream_id == first:
+                        trailers.update(headers)
+            assert answered
+            assert trailers["grpc-status"] == "0"
+            await asyncio.wait_for(drain, 5)
+            client.close()
+        assert len(await store.list_page(after=None, limit=10)) == 1
+
+    async def test_grace_period_bounds_the_wait(self) -> None:
+        """A call that never finishes is cancelled once the grace period is over."""
+        store = GatedStore()
+        async with serving(store=store) as served:
+            client = await RawH2.connect(served.port)
+            client.call(
+                "/people.UserService/CreateUser",
+                frame(bytes(CreateUserRequest(name="Ada", email="ada@example.com"))),
+            )
+            await asyncio.wait_for(store.entered.wait(), 5)
+            started = time.monotonic()
+            await asyncio.wait_for(served.server.drain(0.3), 5)
+            assert 0.25 < time.monotonic() - started < 3
+            client.close()
+
+
+class TestHealth:
+    """Health while draining."""
+
+    def test_watch_sees_not_serving(self) -> None:
+        """A health Watch open at SIGTERM receives NOT_SERVING before the server exits."""
+        with (
+            running_server("--database", "memory://") as server,
+            grpc.insecure_channel(server.target) as channel,
+        ):
+            watch = channel.unary_stream(
+                "/grpc.health.v1.Health/Watch",
+                request_serializer=HealthCheckRequest.SerializeToString,
+                response_deserializer=HealthCheckResponse.FromString,
+            )
+            answers = watch(HealthCheckRequest(service="people.UserService"), timeout=15)
+            # The first answer may precede the first store check; wait for SERVING.
+            while next(answers).status != HealthCheckResponse.SERVING:
+                pass
+            server.process.send_signal(signal.SIGTERM)
+            assert next(answers).status == HealthCheckResponse.NOT_SERVING
+            assert server.process.wait(timeout=15) == 0
