@@ -43,6 +43,10 @@ def _run_serve(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     try:
+        if settings.workers > 1:
+            from people.workers import run
+
+            return run(settings)
         asyncio.run(serve(settings))
     except OSError as exc:
         print(

@@ -128,12 +128,22 @@ class PostgresServer:
         )
         return status.returncode == 0
 
-    async def create_database(self) -> str:
-        """Create a new empty database and return its URL."""
+    async def create_database(self, *, icu_locale: str | None = None) -> str:
+        """Create a new empty database and return its URL.
+
+        Args:
+            icu_locale: Give the database this ICU collation (e.g. ``en-US``)
+                instead of the cluster's default.
+        """
         name = f"people_{uuid.uuid4().hex[:12]}"
+        collation = (
+            f" TEMPLATE template0 LOCALE_PROVIDER icu ICU_LOCALE '{icu_locale}'"
+            if icu_locale
+            else ""
+        )
         connection = await asyncpg.connect(self.url)
         try:
-            await connection.execute(f'CREATE DATABASE "{name}"')
+            await connection.execute(f'CREATE DATABASE "{name}"{collation}')
         finally:
             await connection.close()
         return self.url_for(name)
@@ -199,11 +209,13 @@ def new_root() -> Path:
 
 def started_server() -> PostgresServer:
     """Initialise and start a new server, or skip/fail the current test."""
+    root = new_root()
     try:
-        server = PostgresServer(new_root())
+        server = PostgresServer(root)
         server.init()
         server.start()
     except PostgresUnavailable as exc:
+        shutil.rmtree(root, ignore_errors=True)
         unavailable(str(exc))
     return server
 

@@ -70,9 +70,9 @@ _STATEMENT_CACHE_PARAMETER = "statement_cache_size"
 class PostgresStore:
     """Users in a PostgreSQL database. Create it with :meth:`open`."""
 
-    def __init__(self, pool: Any, *, acquire_timeout: float = DEFAULT_CONNECT_TIMEOUT) -> None:
+    def __init__(self, pool: object, *, acquire_timeout: float = DEFAULT_CONNECT_TIMEOUT) -> None:
         # asyncpg is untyped; the pool stays private so Any goes no further.
-        self._pool = pool
+        self._pool: Any = pool
         self._acquire_timeout = acquire_timeout
 
     @classmethod
@@ -96,25 +96,28 @@ class PostgresStore:
             command_timeout: Seconds a statement may run.
 
         Raises:
-            InvalidField: the URL's options are malformed.
+            InvalidField: the URL or its options are malformed.
             StoreUnavailable: the database cannot be reached, or its schema is
                 newer than this version of people understands.
         """
         dsn, options = _split_options(url)
         size = options.get(_POOL_SIZE_PARAMETER, pool_size)
         with _translated():
-            pool = await asyncpg.create_pool(
-                dsn,
-                min_size=1,
-                max_size=size,
-                timeout=connect_timeout,
-                command_timeout=command_timeout,
-                statement_cache_size=options.get(_STATEMENT_CACHE_PARAMETER, 100),
-            )
+            try:
+                pool = await asyncpg.create_pool(
+                    dsn,
+                    min_size=1,
+                    max_size=size,
+                    timeout=connect_timeout,
+                    command_timeout=command_timeout,
+                    statement_cache_size=options.get(_STATEMENT_CACHE_PARAMETER, 100),
+                )
+            except ValueError as exc:  # asyncpg's ClientConfigurationError is one too
+                raise InvalidField("database", f"not a usable PostgreSQL URL: {exc}") from exc
         store = cls(pool, acquire_timeout=connect_timeout)
         try:
             await store._migrate()
-        except StoreUnavailable:
+        except BaseException:
             await store.aclose()
             raise
         return store
@@ -290,7 +293,10 @@ def _split_options(url: str) -> tuple[str, dict[str, int]]:
     Raises:
         InvalidField: an option is not a non-negative integer.
     """
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:
+        raise InvalidField("database", f"not a usable PostgreSQL URL: {exc}") from exc
     kept: list[tuple[str, str]] = []
     options: dict[str, int] = {}
     for key, value in parse_qsl(parts.query, keep_blank_values=True):
@@ -302,4 +308,6 @@ def _split_options(url: str) -> tuple[str, dict[str, int]]:
         options[key] = int(value)
     if options.get(_POOL_SIZE_PARAMETER, 1) < 1:
         raise InvalidField("database", f"{_POOL_SIZE_PARAMETER} must be at least 1")
+    if not options:
+        return url, options
     return urlunsplit(parts._replace(query=urlencode(kept))), options

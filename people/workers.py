@@ -1,0 +1,262 @@
+"""``people serve --workers N``: N server processes on one port, and their supervisor.
+
+The parent reserves the port first: it binds a SO_REUSEPORT socket without
+listening on it, so ``--port 0`` resolves to one port that every worker then
+shares (a bound socket that does not listen is never handed connections). Each
+worker is a forked process running the ordinary :func:`people.server.serve`
+with its own store, health service and drain; the kernel spreads new
+connections across the workers' listening sockets.
+
+The first worker starts alone, so it creates or migrates the schema before the
+others open the database (two SQLite processes switching a new file to WAL at
+once can fail with "database is locked"). The parent logs the ready line once
+every worker listens, forwards SIGTERM and SIGINT to the workers, waits for
+them and exits 0 if they all stopped cleanly. If a worker exits on its own the
+parent stops the others and exits 1, leaving restarts to whatever runs people
+(systemd, Kubernetes). Workers watch their parent and stop by themselves if it
+disappears, so none is left orphaned. Linux only (SO_REUSEPORT balancing, fork).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import multiprocessing
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+from multiprocessing.connection import Connection, wait
+from multiprocessing.process import BaseProcess
+from types import FrameType
+
+from people.config import Settings
+from people.errors import PeopleError
+from people.server import _address, _redact, serve
+
+log = logging.getLogger("people.workers")
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+#: Extra seconds, beyond the grace period, that stopping workers get before SIGKILL.
+STOP_MARGIN = 10.0
+#: How often a worker checks that its parent is still alive.
+PARENT_CHECK_INTERVAL = 0.5
+_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+@dataclasses.dataclass
+class _Worker:
+    index: int
+    process: BaseProcess
+    ready: Connection | None
+    listening: bool = False
+
+
+def run(settings: Settings) -> int:
+    """Serve with ``settings.workers`` processes until SIGTERM or SIGINT.
+
+    Returns:
+        The exit status: 0 after a clean shutdown, 1 if a worker failed, 2 if
+        the settings cannot work with several processes.
+
+    Raises:
+        OSError: the port cannot be reserved.
+    """
+    if settings.database.startswith("memory:"):
+        print(
+            "people serve: memory:// is private to each process; --workers needs"
+            " a sqlite:// or postgresql:// database",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    with reserve_port(settings.host, settings.port) as reserved:
+        address = _address(reserved)
+        shared = dataclasses.replace(settings, port=reserved.getsockname()[1])
+        return _Supervisor(shared, address).run()
+
+
+def reserve_port(host: str, port: int) -> socket.socket:
+    """Bind (but do not listen on) a SO_REUSEPORT socket, fixing the port for the workers."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+class _Supervisor:
+    def __init__(self, settings: Settings, address: str) -> None:
+        self._settings = settings
+        self._address = address
+        self._workers: list[_Worker] = []
+        self._stopping = False
+        self._failed = False
+        self._stop_deadline: float | None = None
+
+    def run(self) -> int:
+        handlers = {signum: signal.signal(signum, self._on_signal) for signum in _SIGNALS}
+        try:
+            # The first worker opens (and if need be migrates) the database alone;
+            # the others start once it listens (see _supervise).
+            self._start([1])
+            self._supervise()
+        finally:
+            for signum, handler in handlers.items():
+                signal.signal(signum, handler)
+        return EXIT_FAILED if self._failed else EXIT_OK
+
+    def _start(self, indexes: list[int]) -> None:
+        # A signal arriving mid-fork waits until the new workers exist, so it is
+        # forwarded to them too; each worker unblocks signals for itself.
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
+        try:
+            context = multiprocessing.get_context("fork")
+            for index in indexes:
+                receiver, sender = context.Pipe(duplex=False)
+                process = context.Process(
+                    target=_work,
+                    args=(self._settings, index, os.getpid(), sender),
+                    name=f"people-worker-{index}",
+                )
+                process.start()
+                sender.close()
+                self._workers.append(_Worker(index, process, receiver))
+                log.info("people worker %d started (pid %s)", index, process.pid)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+    def _supervise(self) -> None:
+        announced = False
+        while alive := [worker for worker in self._workers if worker.process.exitcode is None]:
+            waiting = [worker.ready for worker in alive if worker.ready is not None]
+            sentinels = {worker.process.sentinel: worker for worker in alive}
+            for event in wait([*waiting, *sentinels], timeout=self._wait_timeout()):
+                if isinstance(event, int):
+                    self._on_exit(sentinels[event])
+                else:
+                    self._on_ready(event)
+            if len(self._workers) < self._settings.workers and not self._stopping:
+                if self._workers[0].listening:
+                    self._start(list(range(2, self._settings.workers + 1)))
+                continue
+            if not (announced or self._stopping) and all(w.listening for w in self._workers):
+                announced = True
+                log.info(
+                    "people serving on %s (database %s, %d workers)",
+                    self._address,
+                    _redact(self._settings.database),
+                    len(self._workers),
+                )
+            if self._stop_deadline is not None and time.monotonic() > self._stop_deadline:
+                for worker in alive:
+                    log.error("people worker %d did not stop in time; killing it", worker.index)
+                    worker.process.kill()
+                self._failed = True
+                self._stop_deadline = None
+
+    def _wait_timeout(self) -> float | None:
+        if self._stop_deadline is None:
+            return None
+        return max(0.0, self._stop_deadline - time.monotonic())
+
+    def _on_ready(self, connection: object) -> None:
+        for worker in self._workers:
+            if worker.ready is not None and worker.ready is connection:
+                try:
+                    worker.ready.recv()
+                    worker.listening = True
+                except EOFError:
+                    pass  # It died first; its sentinel says so.
+                worker.ready.close()
+                worker.ready = None
+
+    def _on_exit(self, worker: _Worker) -> None:
+        worker.process.join()
+        code = worker.process.exitcode
+        if worker.ready is not None:
+            worker.ready.close()
+            worker.ready = None
+        if not self._stopping and not worker.listening:
+            log.error("people worker %d failed to start (exit code %s)", worker.index, code)
+        elif not self._stopping:
+            log.error("people worker %d exited unexpectedly (exit code %s)", worker.index, code)
+        if code != 0 or not self._stopping:
+            # Even a clean exit nobody asked for leaves the server short of a worker.
+            self._failed = True
+        if not self._stopping:
+            self._stop(signal.SIGTERM)
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        if not self._stopping:
+            log.info("people stopping %d workers", len(self._workers))
+        self._stop(signum)
+
+    def _stop(self, signum: int) -> None:
+        self._stopping = True
+        if self._stop_deadline is None:
+            self._stop_deadline = time.monotonic() + self._settings.grace_period + STOP_MARGIN
+        for worker in self._workers:
+            if worker.process.exitcode is None and worker.process.pid is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(worker.process.pid, signum)
+
+
+class _ReadyLineFilter(logging.Filter):
+    """Rename a worker's own ready line: only the parent announces the server as ready."""
+
+    def __init__(self, index: int) -> None:
+        super().__init__()
+        self._index = index
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if "people serving on" in message:
+            record.msg = message.replace(
+                "people serving on", f"people worker {self._index} listening on", 1
+            )
+            record.args = None
+        return True
+
+
+def _work(settings: Settings, index: int, parent: int, ready: Connection) -> None:
+    """A worker process's whole life: serve until signalled, or until the parent is gone."""
+    # Its own process group: a terminal's Ctrl-C reaches only the parent, which
+    # forwards it once.
+    os.setpgid(0, 0)
+    logging.getLogger("people.server").addFilter(_ReadyLineFilter(index))
+    threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
+
+    def on_ready(address: str) -> None:
+        ready.send(address)
+        ready.close()
+
+    # Until serve() installs its own handlers, a stop request ends the worker quietly.
+    for signum in _SIGNALS:
+        signal.signal(signum, _exit_quietly)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNALS)
+    try:
+        asyncio.run(serve(settings, on_ready=on_ready))
+    except (OSError, PeopleError) as exc:
+        log.error("people worker %d cannot serve: %s", index, exc)
+        sys.exit(EXIT_FAILED)
+
+
+def _exit_quietly(signum: int, frame: FrameType | None) -> None:
+    sys.exit(EXIT_OK)
+
+
+def _watch_parent(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(PARENT_CHECK_INTERVAL)
+    os.kill(os.getpid(), signal.SIGTERM)

@@ -1,0 +1,254 @@
+"""`people serve --workers N`: several processes on one port, as correct as one, stopped cleanly."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import pytest
+from grpclib.client import Channel
+from grpclib.const import Status
+from grpclib.exceptions import GRPCError, StreamTerminatedError
+
+from people._gen.people import CreateUserRequest, Empty, UserServiceStub
+from tests.postgres import free_port
+from tests.support import ServerProcess, run_cli, running_server
+
+WORKERS = 3
+STARTED = re.compile(r"people worker (?P<index>\d+) started \(pid (?P<pid>\d+)\)")
+LISTENING = re.compile(r"people worker \d+ listening on (?P<address>\S+)")
+#: Upper bound for a process to disappear after its parent is gone (not a timing assertion).
+GONE_TIMEOUT = 20.0
+
+
+@asynccontextmanager
+async def channel_to(server: ServerProcess) -> AsyncIterator[Channel]:
+    """A grpclib channel (one TCP connection) to ``server``, closed afterwards."""
+    host, port = server.address.rsplit(":", 1)
+    channel = Channel(host.strip("[]"), int(port))
+    try:
+        yield channel
+    finally:
+        channel.close()
+
+
+def worker_pids(server: ServerProcess) -> list[int]:
+    """The pids of the workers the parent says it started."""
+    return [int(match["pid"]) for match in STARTED.finditer(server.output())]
+
+
+def alive(pid: int) -> bool:
+    """True while ``pid`` is a running (not zombie) process."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def wait_until_gone(pids: list[int]) -> list[int]:
+    """Wait (bounded) for every pid to exit; return those still running."""
+    deadline = time.monotonic() + GONE_TIMEOUT
+    while any(alive(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return [pid for pid in pids if alive(pid)]
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def database(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A database URL every worker can share: a SQLite file or a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'people.db'}"
+    server = request.getfixturevalue("postgres_server")
+    url: str = await server.create_database()
+    return url
+
+
+class TestStartup:
+    """The parent announces the server once, when every worker listens on the shared port."""
+
+    def test_one_ready_line_after_every_worker_listens(self, tmp_path: Path) -> None:
+        """With --port 0 all workers listen on one port and only then the parent logs ready."""
+        database = f"sqlite:///{tmp_path / 'people.db'}"
+        with running_server("--workers", str(WORKERS), "--database", database) as server:
+            lines = server.log[:]
+            code = server.stop()
+        assert code == 0, server.output()
+        ready = [n for n, line in enumerate(lines) if "people serving on" in line]
+        listening = {
+            n: match["address"] for n, line in enumerate(lines) if (match := LISTENING.search(line))
+        }
+        assert len(ready) == 1
+        assert f"{WORKERS} workers" in lines[ready[0]]
+        assert len(listening) == WORKERS
+        assert max(listening) < ready[0]
+        assert set(listening.values()) == {server.address}
+
+    def test_memory_database_is_refused(self) -> None:
+        """memory:// cannot be shared by processes, so --workers 2 with it is a usage error."""
+        result = run_cli("serve", "--port", "0", "--workers", "2", "--database", "memory://")
+        assert result.returncode == 2
+        assert "memory://" in result.stderr
+
+    def test_zero_workers_is_a_usage_error(self) -> None:
+        """--workers 0 is rejected before anything starts."""
+        result = run_cli("serve", "--port", "0", "--workers", "0", "--database", "memory://")
+        assert result.returncode == 2
+        assert "workers" in result.stderr
+
+
+class TestCorrectness:
+    """Several processes keep the guarantees of one: one email owner, no lost writes."""
+
+    async def test_email_race_has_one_winner(self, database: str) -> None:
+        """20 concurrent creates of one email in different case, each on its own connection,
+        across the workers: exactly one succeeds, the rest are ALREADY_EXISTS."""
+        emails = [
+            "".join(c.upper() if (n >> i) & 1 else c for i, c in enumerate("race@example.com"))
+            for n in range(20)
+        ]
+        with running_server("--workers", str(WORKERS), "--database", database) as server:
+
+            async def create(email: str) -> Status:
+                async with channel_to(server) as channel:
+                    try:
+                        await UserServiceStub(channel).create_user(
+                            CreateUserRequest(name="Racer", email=email)
+                        )
+                    except GRPCError as exc:
+                        return exc.status
+                    return Status.OK
+
+            outcomes = await asyncio.gather(*(create(email) for email in emails))
+            async with channel_to(server) as channel:
+                listed = await UserServiceStub(channel).get_all_users(Empty())
+            assert server.stop() == 0, server.output()
+        assert outcomes.count(Status.OK) == 1, outcomes
+        assert outcomes.count(Status.ALREADY_EXISTS) == 19, outcomes
+        assert len(listed.user) == 1
+
+    async def test_no_acknowledged_write_is_lost(self, database: str) -> None:
+        """Every create acknowledged by some worker is there after a restart with one process."""
+        with running_server("--workers", str(WORKERS), "--database", database) as server:
+
+            async def create_many(connection: int) -> list[str]:
+                async with channel_to(server) as channel:
+                    stub = UserServiceStub(channel)
+                    answers = await asyncio.gather(
+                        *(
+                            stub.create_user(
+                                CreateUserRequest(name="W", email=f"w{connection}.{n}@example.com")
+                            )
+                            for n in range(10)
+                        )
+                    )
+                return [answer.id for answer in answers]
+
+            acknowledged = [
+                user_id
+                for batch in await asyncio.gather(*(create_many(c) for c in range(8)))
+                for user_id in batch
+            ]
+            assert server.stop() == 0, server.output()
+
+        with running_server("--database", database) as single:
+            async with channel_to(single) as channel:
+                stored = await UserServiceStub(channel).get_all_users(Empty())
+            assert single.stop() == 0, single.output()
+        assert len(acknowledged) == 80
+        assert {user.id for user in stored.user} == set(acknowledged)
+
+    async def test_acknowledged_writes_survive_a_stop_mid_traffic(self, tmp_path: Path) -> None:
+        """SIGTERM while 8 connections keep creating: every create that was acknowledged is
+        stored, and the server still exits 0."""
+        database = f"sqlite:///{tmp_path / 'people.db'}"
+        acknowledged: list[str] = []
+        enough = asyncio.Event()
+        with running_server("--workers", str(WORKERS), "--database", database) as server:
+
+            async def keep_creating(connection: int) -> None:
+                async with channel_to(server) as channel:
+                    stub = UserServiceStub(channel)
+                    for n in range(10_000):
+                        try:
+                            answer = await stub.create_user(
+                                CreateUserRequest(name="W", email=f"m{connection}.{n}@example.com")
+                            )
+                        except (GRPCError, OSError, ConnectionError, StreamTerminatedError):
+                            return
+                        acknowledged.append(answer.id)
+                        if len(acknowledged) >= 40:
+                            enough.set()
+
+            writers = asyncio.gather(*(keep_creating(c) for c in range(8)))
+            await asyncio.wait_for(enough.wait(), 60)
+            server.process.send_signal(signal.SIGTERM)
+            await asyncio.wait_for(writers, 60)
+            code = await asyncio.to_thread(server.process.wait, 60)
+        assert code == 0, server.output()
+
+        with running_server("--database", database) as single:
+            async with channel_to(single) as channel:
+                stored = await UserServiceStub(channel).get_all_users(Empty())
+            assert single.stop() == 0, single.output()
+        assert set(acknowledged) <= {user.id for user in stored.user}
+
+
+class TestStartupFailure:
+    """A worker that cannot start takes the whole server down, without orphans."""
+
+    def test_unreachable_database_exits_1(self) -> None:
+        """With a PostgreSQL URL nobody answers, the first worker fails, the parent exits 1, never
+        logs the ready line and leaves no worker behind."""
+        url = f"postgresql://nobody@127.0.0.1:{free_port()}/people"
+        result = run_cli("serve", "--port", "0", "--workers", "2", "--database", url)
+        assert result.returncode == 1, result.stderr
+        assert "people serving on" not in result.stderr
+        assert "failed to start" in result.stderr
+        pids = [int(match["pid"]) for match in STARTED.finditer(result.stderr)]
+        assert pids, "no worker was started"
+        assert [pid for pid in pids if alive(pid)] == []
+
+
+class TestShutdown:
+    """Stopping the parent stops every worker; no process outlives it."""
+
+    @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+    def test_signal_stops_every_worker(self, tmp_path: Path, signum: int) -> None:
+        """SIGTERM or SIGINT to the parent stops all workers, and the parent exits 0."""
+        database = f"sqlite:///{tmp_path / 'people.db'}"
+        with running_server("--workers", str(WORKERS), "--database", database) as server:
+            pids = worker_pids(server)
+            assert len(pids) == WORKERS
+            assert all(alive(pid) for pid in pids)
+            code = server.stop(signum)
+        assert code == 0, server.output()
+        assert [pid for pid in pids if alive(pid)] == []
+        assert "Traceback" not in server.output()
+
+    def test_workers_stop_when_the_parent_is_killed(self, tmp_path: Path) -> None:
+        """If the parent is SIGKILLed, its workers notice and exit on their own."""
+        database = f"sqlite:///{tmp_path / 'people.db'}"
+        with running_server("--workers", str(WORKERS), "--database", database) as server:
+            pids = worker_pids(server)
+            server.stop(signal.SIGKILL)
+            assert wait_until_gone(pids) == [], server.output()
+
+    @pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGTERM])
+    def test_a_lost_worker_stops_the_server(self, tmp_path: Path, signum: int) -> None:
+        """When one worker dies or is stopped on its own, the parent stops the others and exits
+        1, so a supervisor restarts the whole group."""
+        database = f"sqlite:///{tmp_path / 'people.db'}"
+        with running_server("--workers", str(WORKERS), "--database", database) as server:
+            pids = worker_pids(server)
+            os.kill(pids[0], signum)
+            code = server.process.wait(timeout=60)
+        assert code == 1, server.output()
+        assert [pid for pid in pids if alive(pid)] == []
+        assert "exited unexpectedly" in server.output()
