@@ -108,3 +108,12 @@ def _differences(expected: Path, actual: Path) -> list[str]:
         elif not filecmp.cmp(left, right, shallow=False):
             found.append(f"{name}: differs")
     return found
+
+
+@nox.session(python=PYTHONS[0], default=False)
+def bench(session: nox.Session) -> None:
+    """Benchmark people serve against the seed's grpcio server (pass flags after --)."""
+    if shutil.which("h2load") is None:
+        session.error("bench needs h2load: apt-get install nghttp2-client")
+    _install(session, "test")
+    session.run("python", "bench/run.py", *session.posargs)

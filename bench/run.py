@@ -1,0 +1,492 @@
+"""Benchmark `people serve` against the seed's grpcio server, in the same run.
+
+Both servers get the same users and the same load, scenario by scenario, with
+the two servers interleaved over several rounds so that drift in the machine
+hits both alike. Fixed-body calls are driven by h2load (C, so the client costs
+little CPU); CreateUser, whose bodies must differ, by grpcio in several
+processes. Each figure is the median over rounds; ratios are people / seed.
+
+Run it with `nox -s bench` (or `python bench/run.py --help`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import multiprocessing
+import os
+import shutil
+import socket
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import seed
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+READ_SCENARIOS = ("GetUserById", "GetAllUsers", "ListUsers")
+
+
+@dataclass
+class Measurement:
+    """One server under one scenario at one concurrency, in one round."""
+
+    server: str
+    scenario: str
+    connections: int
+    round: int
+    requests: int
+    failures: int
+    seconds: float
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    cpu_us_per_call: float
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time of a process and all its descendants (workers included)."""
+    total = 0.0
+    pending = [pid]
+    while pending:
+        current = pending.pop()
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+            for task in Path(f"/proc/{current}/task").iterdir():
+                children = (task / "children").read_text().split()
+                pending.extend(int(child) for child in children)
+    return total
+
+
+def rss_mib(pid: int) -> float:
+    """Largest resident set among a process and its direct children, in MiB."""
+    pids = [pid]
+    with contextlib.suppress(FileNotFoundError):
+        pids += [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    sizes = []
+    for current in pids:
+        with contextlib.suppress(FileNotFoundError):
+            for line in Path(f"/proc/{current}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    sizes.append(int(line.split()[1]) / 1024)
+    return max(sizes, default=0.0)
+
+
+def wait_ready(port: int, timeout: float = 30) -> None:
+    import grpc  # type: ignore[import-untyped]
+
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        grpc.channel_ready_future(channel).result(timeout=timeout)
+
+
+@contextlib.contextmanager
+def seed_server(build: Path) -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "seed_server.py"],
+        cwd=build,
+        env={**os.environ, "SEED_PORT": str(port)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_ready(port)
+        yield port, process
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+@contextlib.contextmanager
+def people_server(
+    database: Path, extra: list[str]
+) -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
+    port = free_port()
+    people = Path(sys.executable).parent / "people"
+    process = subprocess.Popen(
+        [
+            str(people),
+            "serve",
+            "--port",
+            str(port),
+            "--database",
+            f"sqlite:///{database}",
+            "--no-access-log",
+            *extra,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_ready(port)
+        yield port, process
+    finally:
+        process.terminate()
+        process.wait(timeout=60)
+
+
+def stubs(build: Path) -> tuple[Any, Any]:
+    sys.path.insert(0, str(build))
+    import people_pb2  # type: ignore[import-not-found]
+    import people_pb2_grpc  # type: ignore[import-not-found]
+
+    return people_pb2, people_pb2_grpc
+
+
+def load_users(port: int, count: int, pb2: Any, pb2_grpc: Any) -> list[str]:
+    """Create ``count`` users through the API; return their ids."""
+    import grpc
+
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = pb2_grpc.UserServiceStub(channel)
+
+        def create(i: int) -> str:
+            request = pb2.CreateUserRequest(name=f"User {i}", email=f"user{i}@example.com")
+            return str(stub.CreateUser(request, timeout=30).id)
+
+        with ThreadPoolExecutor(16) as pool:
+            return list(pool.map(create, range(count)))
+
+
+def prefill_sqlite(database: Path, count: int) -> str:
+    """Write ``count`` users straight into a people SQLite file; return one id."""
+    from people.store import sqlite as people_sqlite
+
+    db = sqlite3.connect(database)
+    db.executescript(people_sqlite._SCHEMA)
+    db.execute(f"PRAGMA user_version = {people_sqlite.SCHEMA_VERSION}")
+    now = int(time.time() * 1_000_000)
+    some_id = ""
+    batch = []
+    for i in range(count):
+        user_id = str(uuid.uuid4())
+        some_id = some_id or user_id
+        email = f"user{i}@example.com"
+        batch.append((user_id, f"User {i}", email, email, 1, now + i, now + i))
+        if len(batch) == 10_000 or i == count - 1:
+            db.executemany("INSERT INTO users VALUES (?, ?, ?, ?, ?, ?, ?)", batch)
+            batch.clear()
+    db.commit()
+    db.close()
+    return some_id
+
+
+def grpc_frame(message: bytes) -> bytes:
+    return b"\x00" + len(message).to_bytes(4, "big") + message
+
+
+def h2load(
+    port: int, method: str, body: bytes, connections: int, duration: float
+) -> tuple[int, int, float, list[float]]:
+    """Drive one fixed-body unary method; return (ok, failed, seconds, latencies in ms)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        body_file, log_file = Path(tmp) / "body", Path(tmp) / "log"
+        body_file.write_bytes(grpc_frame(body))
+        started = time.monotonic()
+        subprocess.run(
+            [
+                shutil.which("h2load") or "h2load",
+                "-D",
+                f"{int(duration * 1000)}ms",
+                "-c",
+                str(connections),
+                "-m",
+                "1",
+                "-t",
+                "1",
+                "-d",
+                str(body_file),
+                "--log-file",
+                str(log_file),
+                "-H",
+                "content-type: application/grpc",
+                "-H",
+                "te: trailers",
+                f"http://127.0.0.1:{port}/people.UserService/{method}",
+            ],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            timeout=duration + 60,
+        )
+        seconds = time.monotonic() - started
+        latencies, failed = [], 0
+        for line in log_file.read_text().splitlines():
+            _, status, micros = line.split("\t")[:3]
+            if status == "200":
+                latencies.append(int(micros) / 1000)
+            else:
+                failed += 1
+    return len(latencies), failed, min(seconds, duration), latencies
+
+
+def _create_worker(args: tuple[int, int, float, str, str]) -> tuple[int, int, list[float]]:
+    port, threads, duration, tag, build = args
+    import grpc
+
+    pb2, pb2_grpc = stubs(Path(build))
+
+    def run(thread: int) -> tuple[int, int, list[float]]:
+        # A subchannel pool of its own gives each thread its own connection.
+        options = [("grpc.use_local_subchannel_pool", 1)]
+        latencies, failed, i = [], 0, 0
+        with grpc.insecure_channel(f"127.0.0.1:{port}", options=options) as channel:
+            stub = pb2_grpc.UserServiceStub(channel)
+            end = time.monotonic() + duration
+            while time.monotonic() < end:
+                i += 1
+                email = f"bench-{tag}-{thread}-{i}@example.com"
+                started = time.perf_counter()
+                try:
+                    stub.CreateUser(pb2.CreateUserRequest(name="Bench", email=email), timeout=30)
+                except grpc.RpcError:
+                    failed += 1
+                    continue
+                latencies.append((time.perf_counter() - started) * 1000)
+        return len(latencies), failed, latencies
+
+    with ThreadPoolExecutor(threads) as pool:
+        results = list(pool.map(run, range(threads)))
+    return (
+        sum(r[0] for r in results),
+        sum(r[1] for r in results),
+        [x for r in results for x in r[2]],
+    )
+
+
+def create_load(
+    port: int, connections: int, duration: float, build: Path
+) -> tuple[int, int, float, list[float]]:
+    """CreateUser with distinct emails from several client processes."""
+    processes = min(connections, 4)
+    per_process = [
+        connections // processes + (i < connections % processes) for i in range(processes)
+    ]
+    tag = uuid.uuid4().hex[:8]
+    jobs = [(port, n, duration, f"{tag}{i}", str(build)) for i, n in enumerate(per_process)]
+    with multiprocessing.get_context("spawn").Pool(processes) as pool:
+        results = pool.map(_create_worker, jobs)
+    latencies = [x for r in results for x in r[2]]
+    return sum(r[0] for r in results), sum(r[1] for r in results), duration, latencies
+
+
+def check_grpc_ok(port: int, pb2: Any, pb2_grpc: Any, some_id: str) -> None:
+    """h2load sees only HTTP status; check grpc-status is OK on a sample of each call."""
+    import grpc
+
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = pb2_grpc.UserServiceStub(channel)
+        for _ in range(5):
+            stub.GetUserById(pb2.UserIdRequest(id=some_id), timeout=30)
+            stub.GetAllUsers(pb2.Empty(), timeout=60)
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+def measure(
+    server: str,
+    port: int,
+    pid: int,
+    scenario: str,
+    connections: int,
+    round_: int,
+    args: argparse.Namespace,
+    bodies: dict[str, bytes],
+    build: Path,
+) -> Measurement:
+    cpu_before = cpu_seconds(pid)
+    if scenario == "CreateUser":
+        ok, failed, seconds, latencies = create_load(port, connections, args.duration, build)
+    else:
+        ok, failed, seconds, latencies = h2load(
+            port, scenario, bodies[scenario], connections, args.duration
+        )
+    cpu = cpu_seconds(pid) - cpu_before
+    return Measurement(
+        server=server,
+        scenario=scenario,
+        connections=connections,
+        round=round_,
+        requests=ok,
+        failures=failed,
+        seconds=seconds,
+        rps=ok / seconds,
+        p50_ms=percentile(latencies, 0.50),
+        p99_ms=percentile(latencies, 0.99),
+        cpu_us_per_call=cpu / max(ok, 1) * 1e6,
+    )
+
+
+def summarise(results: list[Measurement]) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    keys = sorted(
+        {(m.scenario, m.connections) for m in results},
+        key=lambda k: (["GetUserById", "CreateUser", "GetAllUsers", "ListUsers"].index(k[0]), k[1]),
+    )
+    for scenario, connections in keys:
+        row: dict[str, Any] = {"scenario": scenario, "connections": connections}
+        for server in ("seed", "people"):
+            runs = [
+                m
+                for m in results
+                if (m.server, m.scenario, m.connections) == (server, scenario, connections)
+            ]
+            if not runs:
+                continue
+            row[server] = {
+                "rps": statistics.median(m.rps for m in runs),
+                "p50_ms": statistics.median(m.p50_ms for m in runs),
+                "p99_ms": statistics.median(m.p99_ms for m in runs),
+                "cpu_us_per_call": statistics.median(m.cpu_us_per_call for m in runs),
+                "failures": sum(m.failures for m in runs),
+            }
+        if "seed" in row and "people" in row:
+            row["ratio"] = row["people"]["rps"] / row["seed"]["rps"]
+        rows.append(row)
+    return rows
+
+
+def print_table(rows: list[dict[str, Any]]) -> None:
+    header = (
+        f"{'scenario':<12} {'conns':>5} | {'seed req/s':>10} {'p50':>7} {'p99':>7} "
+        f"{'cpu/call':>8} | {'people req/s':>12} {'p50':>7} {'p99':>7} {'cpu/call':>8} "
+        f"| {'ratio':>5}"
+    )
+    print(header)
+    print("-" * len(header))
+    for row in rows:
+        cells = [f"{row['scenario']:<12} {row['connections']:>5}"]
+        for server, width in (("seed", 10), ("people", 12)):
+            data = row.get(server)
+            if data is None:
+                cells.append(f"{'-':>{width}} {'':>7} {'':>7} {'':>8}")
+            else:
+                cells.append(
+                    f"{data['rps']:>{width}.0f} {data['p50_ms']:>6.2f}m {data['p99_ms']:>6.2f}m "
+                    f"{data['cpu_us_per_call']:>6.0f}us"
+                )
+        ratio = row.get("ratio")
+        cells.append(f"{ratio:>5.2f}" if ratio is not None else f"{'-':>5}")
+        print(" | ".join(cells))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds per measurement")
+    parser.add_argument("--connections", default="1,64", help="comma-separated (default 1,64)")
+    parser.add_argument("--users", type=int, default=1000, help="users stored before reads")
+    parser.add_argument("--scenarios", default="GetUserById,CreateUser,GetAllUsers,ListUsers")
+    parser.add_argument("--people-args", default="", help="extra `people serve` flags")
+    parser.add_argument("--json", type=Path, default=Path("bench/results/latest.json"))
+    args = parser.parse_args()
+    if shutil.which("h2load") is None:
+        print("bench: h2load not found; install Debian's nghttp2-client", file=sys.stderr)
+        return 2
+    connections = [int(c) for c in args.connections.split(",")]
+    scenarios = [s for s in args.scenarios.split(",") if s]
+    # The seed keeps users in a dict and can only be filled through its API;
+    # past 10,000 users the million-user check measures people alone.
+    with_seed = args.users <= 10_000
+    build = seed.build()
+    pb2, pb2_grpc = stubs(build)
+    results: list[Measurement] = []
+    with contextlib.ExitStack() as stack:
+        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        database = tmp / "people.db"
+        prefilled_id = prefill_sqlite(database, args.users) if not with_seed else ""
+        servers: dict[str, tuple[int, int]] = {}
+        ids: dict[str, str] = {}
+        port, process = stack.enter_context(people_server(database, args.people_args.split()))
+        servers["people"] = (port, process.pid)
+        ids["people"] = prefilled_id or load_users(port, args.users, pb2, pb2_grpc)[0]
+        if with_seed:
+            port, process = stack.enter_context(seed_server(build))
+            servers["seed"] = (port, process.pid)
+            ids["seed"] = load_users(port, args.users, pb2, pb2_grpc)[0]
+        for name, (port, _) in servers.items():
+            check_grpc_ok(port, pb2, pb2_grpc, ids[name])
+        # CreateUser goes last so the read scenarios always see `--users` users.
+        ordered = [s for s in scenarios if s != "CreateUser"] + (
+            ["CreateUser"] if "CreateUser" in scenarios else []
+        )
+        for scenario in ordered:
+            for conns in connections:
+                for round_ in range(args.rounds):
+                    order = list(servers) if round_ % 2 == 0 else list(reversed(servers))
+                    for name in order:
+                        if scenario == "ListUsers" and name == "seed":
+                            continue  # the seed has no ListUsers
+                        port, pid = servers[name]
+                        bodies = {
+                            "GetUserById": bytes(
+                                pb2.UserIdRequest(id=ids[name]).SerializeToString()
+                            ),
+                            "GetAllUsers": b"",
+                            "ListUsers": b"\x08\x64",  # ListUsersRequest{page_size: 100}
+                        }
+                        m = measure(name, port, pid, scenario, conns, round_, args, bodies, build)
+                        results.append(m)
+                        print(
+                            f"  {name:<6} {scenario:<12} c={conns:<3} round {round_}: "
+                            f"{m.rps:8.0f} req/s p99 {m.p99_ms:7.2f} ms "
+                            f"({m.failures} failed)",
+                            flush=True,
+                        )
+        memory = {name: rss_mib(pid) for name, (_, pid) in servers.items()}
+    rows = summarise(results)
+    print()
+    print(
+        f"users stored: {args.users}; {args.rounds} rounds x {args.duration:g}s; "
+        f"people args: {args.people_args or '(none)'}"
+    )
+    print_table(rows)
+    print("peak RSS MiB: " + ", ".join(f"{k} {v:.0f}" for k, v in memory.items()))
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(
+        json.dumps(
+            {
+                "users": args.users,
+                "rounds": args.rounds,
+                "duration": args.duration,
+                "people_args": args.people_args,
+                "rss_mib": memory,
+                "summary": rows,
+                "measurements": [asdict(m) for m in results],
+            },
+            indent=2,
+        )
+    )
+    print(f"results written to {args.json}")
+    failures = sum(m.failures for m in results)
+    if failures:
+        print(f"bench: {failures} calls failed", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
