@@ -18,7 +18,7 @@ from contextlib import AsyncExitStack
 from typing import Any
 
 from grpclib.health.check import ServiceCheck, ServiceStatus
-from grpclib.health.service import Health
+from grpclib.health.service import OVERALL, Health
 from grpclib.health.v1 import health_pb2
 from grpclib.reflection.service import ServerReflection
 
@@ -71,8 +71,11 @@ def build_services(
     check = ServiceCheck(
         store_answers, check_ttl=HEALTH_CHECK_TTL, check_timeout=HEALTH_CHECK_TIMEOUT
     )
-    checks: list[Any] = [check] if serving is None else [check, serving]
-    health = Health({user_service: checks})
+    draining: list[Any] = [] if serving is None else [serving]
+    # The whole server ("") reflects only the drain, not the database: a liveness
+    # probe on "" must not restart every replica because the database is down.
+    # Readiness belongs on people.UserService, which also follows the store.
+    health = Health({user_service: [check, *draining], OVERALL: draining})
     return list(ServerReflection.extend([user_service, health], pool=_descriptor_pool()))
 
 

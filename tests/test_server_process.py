@@ -199,3 +199,21 @@ class TestLifecycle:
             code = running.stop(signal.SIGTERM)
         assert code == 0, running.output()
         assert "Traceback" not in running.output()
+
+
+class TestOverallHealth:
+    """The whole-server health status ("") is for liveness: it ignores the database."""
+
+    async def test_overall_stays_serving_when_the_store_fails(self, tmp_path: Path) -> None:
+        """With the store failing, "" stays SERVING while people.UserService turns NOT_SERVING."""
+        path = tmp_path / "people.db"
+        with running_server("--database", database_url(path)) as running:
+            with sqlite3.connect(path) as db:
+                db.execute("DROP TABLE users")
+            db.close()
+            async with channel_to(running) as channel:
+                service = await health_once_settled(channel, HealthCheckResponse.NOT_SERVING)
+                overall = await HealthStub(channel).Check(HealthCheckRequest(service=""))
+            assert service == HealthCheckResponse.NOT_SERVING
+            assert overall.status == HealthCheckResponse.SERVING
+            assert running.stop() == 0, running.output()
