@@ -169,6 +169,11 @@ class ServerProtocol(H2Protocol):
         self.processor.close("server draining")
         return True
 
+    def force_close(self) -> None:
+        """Close the connection now, whatever it still carries (the grace period is over)."""
+        if not self.connection.is_closing():
+            self.processor.close("server stopped")
+
 
 class PeopleServer(Server):
     """A grpclib server whose connections are :class:`ServerProtocol` s.
@@ -262,7 +267,11 @@ class PeopleServer(Server):
         for protocol in list(self.protocols):
             protocol.close_if_done()
         if self._server is not None and self._server_closed_fut is not None:
-            self.close()
+            self.close()  # cancels the calls that outlived the grace period
+            # Since Python 3.12 asyncio's Server.wait_closed() also waits for
+            # every connection to end, and clients may hold theirs open forever.
+            for protocol in list(self.protocols):
+                protocol.force_close()
             await self.wait_closed()
         for protocol in list(self.protocols):
             protocol.close_if_done()
