@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from people.client import PeopleClient
 from people.errors import (
     DeadlineExceeded,
     EmailAlreadyExists,
@@ -23,6 +24,7 @@ __all__ = [
     "DeadlineExceeded",
     "EmailAlreadyExists",
     "InvalidField",
+    "PeopleClient",
     "PeopleError",
     "PermissionDenied",
     "ResourceExhausted",

@@ -13,6 +13,7 @@ import ipaddress
 import logging
 import signal
 import socket
+import ssl
 from collections.abc import Callable
 from contextlib import AsyncExitStack
 from typing import Any
@@ -25,7 +26,7 @@ from grpclib.reflection.service import ServerReflection
 from people._gen.google_proto_descriptor_pool import default_google_proto_descriptor_pool
 from people.accesslog import access_log
 from people.api import UserService
-from people.auth import TokenAuth, read_tokens
+from people.auth import TokenAuth, TokenFileError, read_tokens
 from people.calls import CallPolicy
 from people.codec import StrictCodec
 from people.config import Settings
@@ -79,6 +80,10 @@ def build_services(
     return list(ServerReflection.extend([user_service, health], pool=_descriptor_pool()))
 
 
+class StartupError(Exception):
+    """The server cannot start as configured; the message says what to fix."""
+
+
 def build_server(services: list[object], settings: Settings) -> PeopleServer:
     """Return a server for ``services`` with every limit in ``settings`` applied."""
     policy = CallPolicy(
@@ -95,7 +100,11 @@ def build_server(services: list[object], settings: Settings) -> PeopleServer:
         idle_timeout=settings.idle_timeout,
     )
     if settings.token_file is not None:
-        TokenAuth(read_tokens(settings.token_file)).install(server)
+        try:
+            tokens = read_tokens(settings.token_file)
+        except TokenFileError as exc:
+            raise StartupError(str(exc)) from None
+        TokenAuth(tokens).install(server)
         if not settings.tls and not _is_loopback(settings.host):
             log.warning(
                 "bearer tokens are enabled without TLS on %s: tokens cross the network in"
@@ -157,13 +166,14 @@ async def serve(settings: Settings, *, on_ready: Callable[[str], None] | None = 
         serving = ServiceStatus()
         serving.set(True)
         server = build_server(build_services(store, settings, serving=serving), settings)
-        tls = (
-            server_context(settings.tls_cert, settings.tls_key, settings.tls_client_ca)
-            if settings.tls_cert is not None and settings.tls_key is not None
-            else None
-        )
+        tls = _tls_context(settings)
         # One of several worker processes (people.workers) shares the port.
-        sock = bind(settings.host, settings.port, reuse_port=settings.workers > 1)
+        try:
+            sock = bind(settings.host, settings.port, reuse_port=settings.workers > 1)
+        except OSError as exc:
+            raise StartupError(
+                f"cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}"
+            ) from None
         stack.callback(sock.close)
         await server.start_on(sock, ssl=tls)
 
@@ -182,6 +192,19 @@ async def serve(settings: Settings, *, on_ready: Callable[[str], None] | None = 
             serving.set(False)
             await server.drain(settings.grace_period)
         log.info("people stopped")
+
+
+def _tls_context(settings: Settings) -> ssl.SSLContext | None:
+    if settings.tls_cert is None or settings.tls_key is None:
+        return None
+    try:
+        return server_context(settings.tls_cert, settings.tls_key, settings.tls_client_ca)
+    except ssl.SSLError as exc:
+        files = (settings.tls_cert, settings.tls_key, settings.tls_client_ca)
+        named = ", ".join(str(path) for path in files if path is not None)
+        raise StartupError(f"cannot use the TLS files {named}: {exc}") from None
+    except OSError as exc:
+        raise StartupError(f"cannot read TLS file {exc.filename}: {exc.strerror or exc}") from None
 
 
 def _address(sock: socket.socket) -> str:

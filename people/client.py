@@ -1,0 +1,294 @@
+"""PeopleClient: the typed async client library for Python callers.
+
+Example::
+
+    import asyncio
+
+    from people import PeopleClient, UserNotFound
+
+
+    async def main() -> None:
+        async with PeopleClient("localhost:50051", timeout=5) as people:
+            user_id = await people.create("Ada Lovelace", "ada@example.com")
+            user = await people.get(user_id)
+            print(user.name, user.email, user.etag)
+            await people.update(user_id, name="Ada King", etag=user.etag)
+            async for each in people.iter_users():
+                print(each.id, each.email)
+            await people.delete(user_id)
+            try:
+                await people.get(user_id)
+            except UserNotFound as exc:
+                print(exc)
+
+
+    asyncio.run(main())
+
+Every failure is a :class:`people.PeopleError` subclass, mapped from the gRPC
+status in :func:`error_for_status` and nowhere else; the server's message is
+kept as the error's text.
+"""
+
+from __future__ import annotations
+
+import os
+import ssl
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from types import TracebackType
+from typing import Final, TypeVar
+
+from grpclib.client import Channel
+from grpclib.const import Status
+from grpclib.exceptions import GRPCError, ProtocolError, StreamTerminatedError
+
+from people import errors
+from people._gen.people import (
+    CreateUserRequest,
+    Empty,
+    ListUsersRequest,
+    ListUsersResponse,
+    User,
+    UserIdRequest,
+    UserServiceStub,
+)
+
+__all__ = ["DEFAULT_TARGET", "DEFAULT_TIMEOUT", "PeopleClient", "error_for_status", "parse_target"]
+
+DEFAULT_TARGET: Final = "localhost:50051"
+#: Seconds a call may take unless the caller says otherwise.
+DEFAULT_TIMEOUT: Final = 10.0
+#: The page size :meth:`PeopleClient.iter_users` asks for: the server's maximum.
+LIST_PAGE_SIZE: Final = 1000
+
+T = TypeVar("T")
+
+
+def parse_target(target: str) -> tuple[str, int]:
+    """Split ``host:port`` (``[v6]:port`` for IPv6; the port defaults to 50051).
+
+    Raises:
+        ValueError: the port is not a number between 1 and 65535.
+    """
+    host, port_text = target, ""
+    if target.startswith("["):
+        host, _, rest = target[1:].partition("]")
+        port_text = rest.removeprefix(":")
+    elif target.count(":") == 1:
+        host, port_text = target.split(":")
+    if not port_text:
+        return host or "localhost", 50051
+    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise ValueError(f"invalid port in target {target!r}: expected host:port")
+    return host or "localhost", int(port_text)
+
+
+def tls_context(
+    ca_file: Path | str | None = None,
+    cert_file: Path | str | None = None,
+    key_file: Path | str | None = None,
+) -> ssl.SSLContext:
+    """A client TLS context for gRPC: ALPN h2, TLS 1.2+, the system CAs or ``ca_file``.
+
+    ``cert_file`` and ``key_file`` present a client certificate (mTLS).
+    """
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=ca_file)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.set_alpn_protocols(["h2"])
+    if cert_file is not None:
+        context.load_cert_chain(cert_file, key_file)
+    return context
+
+
+#: Status codes whose meaning is one domain error, whatever the call.
+_ERROR_BY_STATUS: Final[dict[Status, Callable[[str], errors.PeopleError]]] = {
+    Status.UNAVAILABLE: errors.Unavailable,
+    Status.DEADLINE_EXCEEDED: errors.DeadlineExceeded,
+    Status.UNAUTHENTICATED: errors.Unauthenticated,
+    Status.PERMISSION_DENIED: errors.PermissionDenied,
+    Status.RESOURCE_EXHAUSTED: errors.ResourceExhausted,
+}
+
+
+def error_for_status(
+    status: Status, message: str, *, user_id: str = "", email: str = ""
+) -> errors.PeopleError:
+    """The domain error a call failing with ``status`` and ``message`` stands for.
+
+    ``user_id`` and ``email`` are what the call was about, so the error carries
+    them as attributes; the server's ``message`` becomes the error's text.
+    """
+    error: errors.PeopleError
+    if status is Status.NOT_FOUND:
+        error = errors.UserNotFound(user_id)
+    elif status is Status.ALREADY_EXISTS:
+        error = errors.EmailAlreadyExists(email)
+    elif status is Status.ABORTED:
+        error = errors.StaleVersion(user_id)
+    elif status is Status.INVALID_ARGUMENT:
+        field, _, reason = message.removeprefix("invalid ").partition(": ")
+        error = errors.InvalidField(field, reason) if reason else errors.InvalidField("", message)
+    elif status in _ERROR_BY_STATUS:
+        error = _ERROR_BY_STATUS[status](message)
+    else:
+        error = errors.ServerError(message, status=status.name)
+    error.message = message or status.name
+    error.args = (error.message,)
+    return error
+
+
+class PeopleClient:
+    """A connection to a people server, with one typed method per RPC.
+
+    Use it as an async context manager, created inside a running event loop::
+
+        async with PeopleClient("localhost:50051") as people:
+            user = await people.get(user_id)
+
+    Args:
+        target: ``host:port`` of the server.
+        timeout: Seconds each call may take; None waits forever. A call that
+            runs out raises :class:`people.DeadlineExceeded`.
+        tls: True for TLS with the system's CAs, an ``ssl.SSLContext`` for
+            anything else (see :func:`tls_context`), False for plain text.
+        token: A bearer token sent with every call.
+    """
+
+    def __init__(
+        self,
+        target: str = DEFAULT_TARGET,
+        *,
+        timeout: float | None = DEFAULT_TIMEOUT,
+        tls: bool | ssl.SSLContext = False,
+        token: str | None = None,
+    ) -> None:
+        host, port = parse_target(target)
+        context = tls_context() if tls is True else tls or None
+        self._init(Channel(host, port, ssl=context), target, timeout=timeout, token=token)
+
+    @classmethod
+    def from_channel(
+        cls,
+        channel: Channel,
+        *,
+        timeout: float | None = DEFAULT_TIMEOUT,
+        token: str | None = None,
+    ) -> PeopleClient:
+        """A client over an existing grpclib channel (``grpclib.testing.ChannelFor`` in tests)."""
+        client = cls.__new__(cls)
+        client._init(channel, "in-process channel", timeout=timeout, token=token)
+        return client
+
+    def _init(
+        self, channel: Channel, target: str, *, timeout: float | None, token: str | None
+    ) -> None:
+        self.target = target
+        self._channel = channel
+        metadata = {"authorization": f"Bearer {token}"} if token else None
+        self._stub = UserServiceStub(channel, timeout=timeout, metadata=metadata)
+
+    async def __aenter__(self) -> PeopleClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the connection; calls made afterwards open a new one."""
+        self._channel.close()
+
+    async def create(self, name: str, email: str) -> str:
+        """Create a user and return its id.
+
+        Raises:
+            InvalidField: the name or email breaks a rule.
+            EmailAlreadyExists: another user has this email.
+        """
+        request = CreateUserRequest(name=name, email=email)
+        response = await self._call(self._stub.create_user(request), email=email)
+        return response.id
+
+    async def get(self, user_id: str) -> User:
+        """Return the user with ``user_id``.
+
+        Raises:
+            UserNotFound: no user has this id.
+        """
+        return await self._call(self._stub.get_user_by_id(UserIdRequest(id=user_id)), user_id)
+
+    async def get_all(self) -> list[User]:
+        """Every user in creation order, in one response (GetAllUsers).
+
+        Raises:
+            ResourceExhausted: the list outgrew the server's message size;
+                use :meth:`iter_users` instead.
+        """
+        return list((await self._call(self._stub.get_all_users(Empty()))).user)
+
+    async def list_page(self, *, page_size: int = 0, page_token: str = "") -> ListUsersResponse:
+        """One page of users in creation order (ListUsers); page_size 0 is the server's default."""
+        request = ListUsersRequest(page_size=page_size, page_token=page_token)
+        return await self._call(self._stub.list_users(request))
+
+    async def iter_users(self, *, page_size: int = LIST_PAGE_SIZE) -> AsyncIterator[User]:
+        """Every user in creation order, fetched page by page: works for any number of users."""
+        token = ""
+        while True:
+            page = await self.list_page(page_size=page_size, page_token=token)
+            for user in page.users:
+                yield user
+            token = page.next_page_token
+            if not token:
+                return
+
+    async def update(self, user_id: str, *, name: str = "", email: str = "", etag: str = "") -> str:
+        """Change a user's name and/or email (empty keeps the old value); return the reply.
+
+        Raises:
+            UserNotFound: no user has this id.
+            StaleVersion: ``etag`` was given and the user changed since it was read.
+            InvalidField, EmailAlreadyExists: as for :meth:`create`.
+        """
+        request = User(id=user_id, name=name, email=email, etag=etag)
+        response = await self._call(self._stub.update_user(request), user_id, email=email)
+        return response.message
+
+    async def delete(self, user_id: str, *, etag: str = "") -> str:
+        """Delete a user; return the server's message.
+
+        Raises:
+            UserNotFound: no user has this id.
+            StaleVersion: ``etag`` was given and the user changed since it was read.
+        """
+        request = UserIdRequest(id=user_id, etag=etag)
+        response = await self._call(self._stub.delete_user_by_id(request), user_id)
+        return response.message
+
+    async def _call(self, call: Awaitable[T], user_id: str = "", *, email: str = "") -> T:
+        """Await ``call``, turning every way it can fail into a :class:`people.PeopleError`."""
+        try:
+            return await call
+        except GRPCError as exc:
+            message = exc.message or ""
+            raise error_for_status(exc.status, message, user_id=user_id, email=email) from None
+        except TimeoutError:  # grpclib's deadline; must come before OSError
+            raise errors.DeadlineExceeded(
+                f"no answer from {self.target} within the deadline"
+            ) from None
+        except (OSError, StreamTerminatedError, ProtocolError) as exc:
+            raise errors.Unavailable(
+                f"cannot reach the people server at {self.target}: {_reason(exc)}"
+            ) from None
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS failed ({exc.reason or exc})"
+    if isinstance(exc, OSError) and exc.errno:
+        return os.strerror(exc.errno)
+    return str(exc) or type(exc).__name__
