@@ -165,6 +165,7 @@ class PeopleClient:
         host, port = parse_target(target)
         context = tls_context() if tls is True else tls or None
         self._init(Channel(host, port, ssl=context), target, timeout=timeout, token=token)
+        self._owns_channel = True
 
     @classmethod
     def from_channel(
@@ -174,9 +175,13 @@ class PeopleClient:
         timeout: float | None = DEFAULT_TIMEOUT,
         token: str | None = None,
     ) -> PeopleClient:
-        """A client over an existing grpclib channel (``grpclib.testing.ChannelFor`` in tests)."""
+        """A client over an existing grpclib channel (``grpclib.testing.ChannelFor`` in tests).
+
+        The channel stays the caller's: closing the client leaves it open.
+        """
         client = cls.__new__(cls)
         client._init(channel, "in-process channel", timeout=timeout, token=token)
+        client._owns_channel = False
         return client
 
     def _init(
@@ -199,8 +204,9 @@ class PeopleClient:
         self.close()
 
     def close(self) -> None:
-        """Close the connection; calls made afterwards open a new one."""
-        self._channel.close()
+        """Close the connection (unless the channel was passed in); later calls reopen it."""
+        if self._owns_channel:
+            self._channel.close()
 
     async def create(self, name: str, email: str) -> str:
         """Create a user and return its id.
