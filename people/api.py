@@ -7,7 +7,7 @@ result back; :data:`STATUS_BY_ERROR` turns domain errors into status codes.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Hashable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -101,6 +101,8 @@ class UserService(UserServiceBase):
     ) -> None:
         self._directory = directory
         self._max_send_message_bytes = max_send_message_bytes
+        #: The last GetAllUsers answer and the store's change token it was read under.
+        self._all_users_cache: tuple[Hashable, EncodedMessage] | None = None
 
     def __mapping__(self) -> dict[str, Handler]:
         """The generated routes, but the read RPCs send bytes encoded by :mod:`people.wire`.
@@ -131,7 +133,14 @@ class UserService(UserServiceBase):
         return User.parse(bytes(await self._user(message)))
 
     async def _all_users(self) -> EncodedMessage:
+        """Every user, encoded; answered from the cache while the store says nothing changed."""
         with domain_errors_as_status():
+            # Read the token before the users: a write in between then only
+            # makes the cached answer newer than its token, never older.
+            token = await self._directory.change_token()
+            cached = self._all_users_cache
+            if token is not None and cached is not None and cached[0] == token:
+                return cached[1]
             users = await self._directory.list_all()
         answer = encode_user_list(users)
         if len(answer) > self._max_send_message_bytes:
@@ -142,6 +151,8 @@ class UserService(UserServiceBase):
                 f" {self._max_send_message_bytes}-byte message limit; page through"
                 " them with ListUsers instead",
             )
+        if token is not None:
+            self._all_users_cache = (token, answer)
         return answer
 
     async def _page(self, message: ListUsersRequest) -> EncodedMessage:

@@ -11,7 +11,7 @@ import binascii
 import hashlib
 import json
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
@@ -87,6 +87,10 @@ class UserDirectory:
     async def get(self, user_id: str) -> User:
         """Return one user. Raises UserNotFound or InvalidField (empty id)."""
         return await self._store.get(check_id(user_id))
+
+    async def change_token(self) -> Hashable | None:
+        """A value that changes whenever the users may have (see UserStore.change_token)."""
+        return await self._store.change_token()
 
     async def list_all(self) -> list[User]:
         """Return every user in creation order."""

@@ -7,6 +7,7 @@ so no driver exception ever reaches the directory.
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from datetime import datetime
 from typing import Protocol
 
@@ -49,6 +50,15 @@ class UserStore(Protocol):
         Raises:
             UserNotFound: no such user.
             StaleVersion: ``expected_version`` is given and differs.
+        """
+        ...
+
+    async def change_token(self) -> Hashable | None:
+        """Return a value that differs whenever the stored users may have changed.
+
+        Changes made by any process sharing the store count. It must be cheap
+        (callers ask before every read they might answer from a cache); None
+        means the store cannot tell cheaply, and nothing may be cached.
         """
         ...
 

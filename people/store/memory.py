@@ -16,12 +16,14 @@ class MemoryStore:
     def __init__(self) -> None:
         self._users: dict[str, User] = {}
         self._ids_by_email: dict[str, str] = {}
+        self._changes = 0
 
     async def add(self, user: User) -> None:
         if user.email_key in self._ids_by_email:
             raise EmailAlreadyExists(user.email)
         self._users[user.id] = user
         self._ids_by_email[user.email_key] = user.id
+        self._changes += 1
 
     async def get(self, user_id: str) -> User:
         try:
@@ -45,6 +47,7 @@ class MemoryStore:
         del self._ids_by_email[current.email_key]
         self._ids_by_email[user.email_key] = user.id
         self._users[user.id] = user
+        self._changes += 1
 
     async def remove(self, user_id: str, *, expected_version: int | None) -> None:
         current = await self.get(user_id)
@@ -52,6 +55,10 @@ class MemoryStore:
             raise StaleVersion(user_id)
         del self._users[user_id]
         del self._ids_by_email[current.email_key]
+        self._changes += 1
+
+    async def change_token(self) -> int:
+        return self._changes
 
     async def ping(self) -> bool:
         return True

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TypeVar
+from typing import Self, TypeVar
 
 from people.errors import EmailAlreadyExists, StaleVersion, StoreUnavailable, UserNotFound
 from people.model import User
@@ -54,9 +54,11 @@ class SQLiteStore:
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="people-sqlite-write")
         self._readers = ThreadPoolExecutor(READ_THREADS, thread_name_prefix="people-sqlite-read")
         self._closed = False
+        #: Used only on the event loop, for PRAGMA data_version (see change_token).
+        self._watcher: sqlite3.Connection | None = None
 
     @classmethod
-    async def open(cls, path: str | Path) -> SQLiteStore:
+    async def open(cls, path: str | Path) -> Self:
         """Open (creating if needed) the database file and its schema.
 
         Raises:
@@ -65,6 +67,7 @@ class SQLiteStore:
         store = cls(Path(path))
         try:
             await store._write(_migrate)
+            store._watcher = await store._write(lambda _: store._new_connection())
         except StoreUnavailable:
             await store.aclose()
             raise
@@ -149,6 +152,21 @@ class SQLiteStore:
 
         await self._write(delete)
 
+    async def change_token(self) -> int | None:
+        """SQLite's ``PRAGMA data_version`` on a connection that never writes.
+
+        It changes whenever any other connection, in this process or another,
+        commits to the file. Reading it takes a few microseconds without
+        waiting for locks (WAL), so it runs on the event loop, not a thread.
+        """
+        if self._watcher is None or self._closed:
+            return None
+        try:
+            row = self._watcher.execute("PRAGMA data_version").fetchone()
+        except sqlite3.Error:
+            return None
+        return int(row[0])
+
     async def ping(self) -> bool:
         try:
             await self._read(lambda db: db.execute("SELECT 1 FROM users LIMIT 1").fetchall())
@@ -195,21 +213,25 @@ class SQLiteStore:
     def _connection(self) -> sqlite3.Connection:
         connection: sqlite3.Connection | None = getattr(self._local, "connection", None)
         if connection is None:
-            connection = sqlite3.connect(
-                self._path, timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=False
-            )
-            try:
-                connection.execute("PRAGMA journal_mode = WAL")
-                # FULL: an acknowledged write survives a power loss, not just a crash.
-                connection.execute("PRAGMA synchronous = FULL")
-                connection.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            except sqlite3.Error:
-                # Not a database (or unreadable): close now rather than leak it.
-                connection.close()
-                raise
+            connection = self._new_connection()
             self._local.connection = connection
-            with self._lock:
-                self._connections.append(connection)
+        return connection
+
+    def _new_connection(self) -> sqlite3.Connection:
+        connection = sqlite3.connect(
+            self._path, timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=False
+        )
+        try:
+            connection.execute("PRAGMA journal_mode = WAL")
+            # FULL: an acknowledged write survives a power loss, not just a crash.
+            connection.execute("PRAGMA synchronous = FULL")
+            connection.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        except sqlite3.Error:
+            # Not a database (or unreadable): close now rather than leak it.
+            connection.close()
+            raise
+        with self._lock:
+            self._connections.append(connection)
         return connection
 
 

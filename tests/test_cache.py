@@ -1,0 +1,137 @@
+"""GetAllUsers answers from a cache only while the store says nothing changed, in any process."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from grpclib.testing import ChannelFor
+
+from people._gen.people import CreateUserRequest, Empty, User, UserIdRequest, UserServiceStub
+from people.api import UserService
+from people.model import User as DomainUser
+from people.service import UserDirectory
+from people.store import Cursor, UserStore
+from people.store.memory import MemoryStore
+from people.store.postgres import PostgresStore
+from people.store.sqlite import SQLiteStore
+from tests.test_store_contract import make_user
+
+
+class CountingSQLiteStore(SQLiteStore):
+    """A SQLite store that counts how often the users are read in pages."""
+
+    scans = 0
+
+    async def list_page(self, *, after: Cursor | None, limit: int) -> list[DomainUser]:
+        """Count, then read."""
+        self.scans += 1
+        return await super().list_page(after=after, limit=limit)
+
+
+@pytest.fixture
+async def sqlite_pair(tmp_path: Path) -> AsyncIterator[tuple[CountingSQLiteStore, SQLiteStore]]:
+    """Two stores on one SQLite file, as two worker processes would have."""
+    path = tmp_path / "people.db"
+    served = await CountingSQLiteStore.open(path)
+    other = await SQLiteStore.open(path)
+    yield served, other
+    await other.aclose()
+    await served.aclose()
+
+
+async def emails(stub: UserServiceStub) -> list[str]:
+    """The emails GetAllUsers answers, in order."""
+    return [user.email for user in (await stub.get_all_users(Empty())).user]
+
+
+class TestChangeToken:
+    """A store's change token moves with every write and stays put otherwise."""
+
+    async def test_moves_on_every_write(self, store: UserStore) -> None:
+        """add, replace and remove each change the token; reads do not."""
+        first = await store.change_token()
+        if isinstance(store, PostgresStore):
+            assert first is None  # no cheap cross-replica signal: never cached
+            return
+        assert first == await store.change_token()
+        user = make_user(1)
+        await store.add(user)
+        after_add = await store.change_token()
+        await store.get(user.id)
+        assert after_add == await store.change_token()
+        await store.replace(replace(user, name="renamed", version=2), expected_version=1)
+        after_replace = await store.change_token()
+        await store.remove(user.id, expected_version=None)
+        after_remove = await store.change_token()
+        assert len({first, after_add, after_replace, after_remove}) == 4
+
+    async def test_sqlite_sees_another_connection(
+        self, sqlite_pair: tuple[CountingSQLiteStore, SQLiteStore]
+    ) -> None:
+        """A write through another store on the same file (another process) moves the token."""
+        served, other = sqlite_pair
+        before = await served.change_token()
+        await other.add(make_user(1))
+        assert await served.change_token() != before
+
+
+class TestGetAllUsersCache:
+    """The cached answer is reused while valid and never outlives a write."""
+
+    async def test_reused_until_a_write(
+        self, sqlite_pair: tuple[CountingSQLiteStore, SQLiteStore]
+    ) -> None:
+        """Repeated calls read the store once; a create makes the next call read it again."""
+        served, _ = sqlite_pair
+        async with ChannelFor([UserService(UserDirectory(served))]) as channel:
+            stub = UserServiceStub(channel)
+            await stub.create_user(CreateUserRequest(name="Ada", email="ada@example.com"))
+            assert await emails(stub) == ["ada@example.com"]
+            scans = served.scans
+            for _ in range(5):
+                assert await emails(stub) == ["ada@example.com"]
+            assert served.scans == scans
+            await stub.create_user(CreateUserRequest(name="Bob", email="bob@example.com"))
+            assert await emails(stub) == ["ada@example.com", "bob@example.com"]
+            assert served.scans == scans + 1
+
+    async def test_writes_from_another_process_invalidate(
+        self, sqlite_pair: tuple[CountingSQLiteStore, SQLiteStore]
+    ) -> None:
+        """Adds, updates and deletes made through another store on the file show at once."""
+        served, other = sqlite_pair
+        async with ChannelFor([UserService(UserDirectory(served))]) as channel:
+            stub = UserServiceStub(channel)
+            assert await emails(stub) == []
+            user = make_user(1)
+            await other.add(user)
+            assert await emails(stub) == [user.email]
+            await other.replace(
+                replace(user, email="new@example.com", version=2), expected_version=1
+            )
+            assert await emails(stub) == ["new@example.com"]
+            await other.remove(user.id, expected_version=None)
+            assert await emails(stub) == []
+
+    async def test_update_and_delete_through_the_api(self, store: UserStore) -> None:
+        """On every store, GetAllUsers reflects each update and delete made through the API."""
+        async with ChannelFor([UserService(UserDirectory(store))]) as channel:
+            stub = UserServiceStub(channel)
+            created = await stub.create_user(CreateUserRequest(name="Ada", email="ada@example.com"))
+            assert await emails(stub) == ["ada@example.com"]
+            await stub.update_user(User(id=created.id, email="ada.king@example.com"))
+            assert await emails(stub) == ["ada.king@example.com"]
+            await stub.delete_user_by_id(UserIdRequest(id=created.id))
+            assert await emails(stub) == []
+
+    async def test_memory_store(self) -> None:
+        """The memory store's counter keeps the cache honest too."""
+        store = MemoryStore()
+        async with ChannelFor([UserService(UserDirectory(store))]) as channel:
+            stub = UserServiceStub(channel)
+            assert await emails(stub) == []
+            await store.add(make_user(1))
+            assert await emails(stub) == ["user1@example.com"]
