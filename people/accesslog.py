@@ -100,7 +100,12 @@ class JsonFormatter(logging.Formatter):
             line.update(access)
         if record.exc_info:
             line["exception"] = self.formatException(record.exc_info)
-        return redact(json.dumps(line, ensure_ascii=False))
+        # Mask the values, not the encoded line: a mask that swallowed the backslash
+        # of an escaped quote would leave a line that is no longer JSON.
+        masked = {
+            key: redact(value) if isinstance(value, str) else value for key, value in line.items()
+        }
+        return json.dumps(masked, ensure_ascii=False)
 
 
 def configure_logging(log_format: Literal["text", "json"] = "text", *, access: bool = True) -> None:

@@ -12,8 +12,14 @@ def server_context(cert: Path, key: Path, client_ca: Path | None = None) -> ssl.
     With ``client_ca``, clients must present a certificate signed by it (mTLS).
 
     Raises:
-        OSError, ssl.SSLError: a file is missing or not a usable certificate or key.
+        OSError: a file cannot be read; its ``filename`` says which.
+        ssl.SSLError: a file is not a usable certificate, key or CA bundle.
     """
+    for path in (cert, key, client_ca):
+        if path is not None:
+            # ssl's own "No such file or directory" does not say which of the files it was.
+            with path.open("rb"):
+                pass
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.load_cert_chain(cert, key)
