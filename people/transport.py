@@ -7,7 +7,8 @@ closes h2's state machine, so answers in flight are lost ("stream removed").
 connection, which
 
 - closes connections that do not finish the HTTP/2 handshake in time, and
-  connections without calls for the idle timeout;
+  connections without calls for the idle timeout (counted from the end of the
+  last call);
 - refuses connections past the cap;
 - on :meth:`PeopleServer.drain` writes a GOAWAY frame (last stream id = the
   highest stream accepted) straight to the transport, leaving h2's state open so
@@ -22,10 +23,11 @@ import logging
 import socket
 import ssl
 import time
+from collections.abc import Callable
 from typing import Any
 
 from grpclib.config import Configuration
-from grpclib.protocol import H2Protocol
+from grpclib.protocol import AbstractHandler, Connection, EventsProcessor, H2Protocol, Stream
 from grpclib.server import Server
 from h2.errors import ErrorCodes
 from h2.events import Event as H2Event
@@ -44,6 +46,32 @@ log = logging.getLogger("people.transport")
 
 #: How long streaming calls get to flush their last messages on drain.
 STREAM_SETTLE_SECONDS = 0.1
+
+
+class CallEventsProcessor(EventsProcessor):
+    """grpclib's events processor, which also reports each call's end (its stream's release)."""
+
+    def __init__(
+        self,
+        handler: AbstractHandler,
+        connection: Connection,
+        *,
+        on_release: Callable[[], None],
+    ) -> None:
+        super().__init__(handler, connection)
+        self._on_release = on_release
+
+    def register(self, stream: Stream) -> Callable[[], None]:
+        """Register a call's stream; its release also calls ``on_release``."""
+        release = super().register(stream)
+
+        def release_and_report() -> None:
+            try:
+                release()
+            finally:
+                self._on_release()
+
+        return release_and_report
 
 
 class ServerProtocol(H2Protocol):
@@ -65,9 +93,13 @@ class ServerProtocol(H2Protocol):
         """Accept the connection, unless the server is full or draining."""
         if not self._server.admit(self):
             self._refused = True
+            # Marks the handler closed, so the server's sweep forgets it.
+            self.handler.close()
             transport.close()
             return
         super().connection_made(transport)
+        # Idle time counts from the end of the last call, not from its start.
+        self.processor = CallEventsProcessor(self.handler, self.connection, on_release=self._touch)
         loop = asyncio.get_running_loop()
         self._timer = loop.call_later(self._server.handshake_timeout, self._handshake_expired)
 
@@ -79,6 +111,9 @@ class ServerProtocol(H2Protocol):
             self._timer.cancel()
         self._server.forget(self)
         super().connection_lost(exc)
+
+    def _touch(self) -> None:
+        self._last_active = time.monotonic()
 
     def _handshake_expired(self) -> None:
         if not self._handshaken:

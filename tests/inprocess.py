@@ -62,6 +62,22 @@ async def serving(
         sock.close()
 
 
+@asynccontextmanager
+async def serving_with(store: UserStore, **overrides: Any) -> AsyncIterator[Served]:
+    """Like :func:`serving`, on any store; the caller opens and closes ``store``."""
+    settings = Settings(host="127.0.0.1", port=0, database="memory://", **overrides)
+    status = ServiceStatus()
+    status.set(True)
+    server = build_server(build_services(store, settings, serving=status), settings)
+    sock = bind(settings.host, 0)
+    await server.start_on(sock)
+    try:
+        yield Served(server=server, port=sock.getsockname()[1], store=store)
+    finally:
+        await server.drain(0.5)
+        sock.close()
+
+
 class RawCodec(CodecBase):
     """A codec for bytes: the test decides exactly what goes on the wire."""
 
