@@ -7,7 +7,7 @@ result back; :data:`STATUS_BY_ERROR` turns domain errors into status codes.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Hashable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -28,6 +28,7 @@ from people._gen.people import (
     UserList,
     UserServiceBase,
 )
+from people.cache import ReadCache
 from people.config import DEFAULT_MAX_MESSAGE_BYTES
 from people.model import User as DomainUser
 from people.service import UserDirectory
@@ -53,6 +54,10 @@ STATUS_BY_ERROR: dict[type[errors.PeopleError], Status] = {
     errors.ResourceExhausted: Status.RESOURCE_EXHAUSTED,
     errors.PeopleError: Status.INTERNAL,
 }
+
+
+#: The cache key of GetAllUsers' answer.
+ALL_USERS = ("all",)
 
 
 def status_for(error: errors.PeopleError) -> Status:
@@ -101,8 +106,8 @@ class UserService(UserServiceBase):
     ) -> None:
         self._directory = directory
         self._max_send_message_bytes = max_send_message_bytes
-        #: The last GetAllUsers answer and the store's change token it was read under.
-        self._all_users_cache: tuple[Hashable, EncodedMessage] | None = None
+        #: Encoded read answers, valid until the store's next write (see people.cache).
+        self._cache: ReadCache[EncodedMessage] = ReadCache()
 
     def __mapping__(self) -> dict[str, Handler]:
         """The generated routes, but the read RPCs send bytes encoded by :mod:`people.wire`.
@@ -132,15 +137,15 @@ class UserService(UserServiceBase):
     async def get_user_by_id(self, message: UserIdRequest) -> User:
         return User.parse(bytes(await self._user(message)))
 
+    # The read paths ask for the change token *before* reading: a write in
+    # between then only makes a cached answer newer than its token, never older.
+
     async def _all_users(self) -> EncodedMessage:
-        """Every user, encoded; answered from the cache while the store says nothing changed."""
+        token = await self._directory.change_token()
+        cached = self._cache.get(token, ALL_USERS)
+        if cached is not None:
+            return cached
         with domain_errors_as_status():
-            # Read the token before the users: a write in between then only
-            # makes the cached answer newer than its token, never older.
-            token = await self._directory.change_token()
-            cached = self._all_users_cache
-            if token is not None and cached is not None and cached[0] == token:
-                return cached[1]
             users = await self._directory.list_all()
         answer = encode_user_list(users)
         if len(answer) > self._max_send_message_bytes:
@@ -151,21 +156,34 @@ class UserService(UserServiceBase):
                 f" {self._max_send_message_bytes}-byte message limit; page through"
                 " them with ListUsers instead",
             )
-        if token is not None:
-            self._all_users_cache = (token, answer)
+        self._cache.put(token, ALL_USERS, answer)
         return answer
 
     async def _page(self, message: ListUsersRequest) -> EncodedMessage:
+        token = await self._directory.change_token()
+        key = ("page", message.page_size, message.page_token)
+        cached = self._cache.get(token, key)
+        if cached is not None:
+            return cached
         with domain_errors_as_status():
             page = await self._directory.list_page(
                 page_size=message.page_size, page_token=message.page_token
             )
-        return encode_list_users_response(page.users, page.next_page_token)
+        answer = encode_list_users_response(page.users, page.next_page_token)
+        self._cache.put(token, key, answer)
+        return answer
 
     async def _user(self, message: UserIdRequest) -> EncodedMessage:
+        token = await self._directory.change_token()
+        key = ("user", message.id)
+        cached = self._cache.get(token, key)
+        if cached is not None:
+            return cached
         with domain_errors_as_status():
             user = await self._directory.get(message.id)
-        return encode_user(user)
+        answer = encode_user(user)
+        self._cache.put(token, key, answer)
+        return answer
 
     async def _send_all_users(self, stream: Stream[Any, EncodedMessage]) -> None:
         if await stream.recv_message() is None:

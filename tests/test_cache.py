@@ -1,4 +1,4 @@
-"""GetAllUsers answers from a cache only while the store says nothing changed, in any process."""
+"""Read answers come from a cache only while the store says nothing changed, in any process."""
 
 from __future__ import annotations
 
@@ -7,10 +7,20 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from grpclib.const import Status
+from grpclib.exceptions import GRPCError
 from grpclib.testing import ChannelFor
 
-from people._gen.people import CreateUserRequest, Empty, User, UserIdRequest, UserServiceStub
+from people._gen.people import (
+    CreateUserRequest,
+    Empty,
+    ListUsersRequest,
+    User,
+    UserIdRequest,
+    UserServiceStub,
+)
 from people.api import UserService
+from people.cache import ReadCache
 from people.model import User as DomainUser
 from people.service import UserDirectory
 from people.store import Cursor, UserStore
@@ -135,3 +145,73 @@ class TestGetAllUsersCache:
             assert await emails(stub) == []
             await store.add(make_user(1))
             assert await emails(stub) == ["user1@example.com"]
+
+
+class TestOtherReads:
+    """GetUserById and ListUsers are cached the same way and invalidated the same way."""
+
+    async def test_get_user_by_id_sees_another_process_update(
+        self, sqlite_pair: tuple[CountingSQLiteStore, SQLiteStore]
+    ) -> None:
+        """A user read (and cached) shows an update made through another store at once."""
+        served, other = sqlite_pair
+        user = make_user(1)
+        await other.add(user)
+        async with ChannelFor([UserService(UserDirectory(served))]) as channel:
+            stub = UserServiceStub(channel)
+            assert (await stub.get_user_by_id(UserIdRequest(id=user.id))).name == "user 1"
+            assert (await stub.get_user_by_id(UserIdRequest(id=user.id))).name == "user 1"
+            await other.replace(replace(user, name="renamed", version=2), expected_version=1)
+            assert (await stub.get_user_by_id(UserIdRequest(id=user.id))).name == "renamed"
+            await other.remove(user.id, expected_version=None)
+            with pytest.raises(GRPCError) as caught:
+                await stub.get_user_by_id(UserIdRequest(id=user.id))
+            assert caught.value.status is Status.NOT_FOUND
+
+    async def test_list_users_page_sees_another_process_create(
+        self, sqlite_pair: tuple[CountingSQLiteStore, SQLiteStore]
+    ) -> None:
+        """A cached first page grows when another store adds a user."""
+        served, other = sqlite_pair
+        await other.add(make_user(1))
+        async with ChannelFor([UserService(UserDirectory(served))]) as channel:
+            stub = UserServiceStub(channel)
+            request = ListUsersRequest(page_size=10)
+            assert len((await stub.list_users(request)).users) == 1
+            assert len((await stub.list_users(request)).users) == 1
+            await other.add(make_user(2))
+            assert len((await stub.list_users(request)).users) == 2
+
+
+class TestReadCache:
+    """The cache itself: one token at a time, bounded in bytes."""
+
+    def test_answers_only_for_the_token_it_was_filled_under(self) -> None:
+        """An entry is returned for its token and forgotten once another token is used."""
+        cache: ReadCache[bytes] = ReadCache()
+        cache.put(1, "a", b"answer")
+        assert cache.get(1, "a") == b"answer"
+        assert cache.get(2, "a") is None
+        cache.put(2, "b", b"other")
+        assert cache.get(1, "a") is None
+        assert len(cache) == 1
+
+    def test_none_token_never_caches(self) -> None:
+        """A store that cannot tell when it changed gets no caching at all."""
+        cache: ReadCache[bytes] = ReadCache()
+        cache.put(None, "a", b"answer")
+        assert cache.get(None, "a") is None
+        assert len(cache) == 0
+
+    def test_bounded_in_bytes_oldest_first(self) -> None:
+        """Past max_bytes the oldest entries go; an answer larger than the bound is not kept."""
+        cache: ReadCache[bytes] = ReadCache(max_bytes=10)
+        cache.put(1, "a", b"1234")
+        cache.put(1, "b", b"5678")
+        cache.put(1, "c", b"90ab")
+        assert cache.get(1, "a") is None
+        assert cache.get(1, "b") == b"5678"
+        assert cache.get(1, "c") == b"90ab"
+        cache.put(1, "huge", b"x" * 11)
+        assert cache.get(1, "huge") is None
+        assert len(cache) == 2
