@@ -35,6 +35,7 @@ from h2.events import RemoteSettingsChanged, RequestReceived
 from hyperframe.frame import GoAwayFrame
 
 from people.calls import CallHandler, CallPolicy
+from people.coalesce import CoalescingTransport
 from people.config import (
     DEFAULT_GRACE_PERIOD,
     DEFAULT_HANDSHAKE_TIMEOUT,
@@ -97,7 +98,8 @@ class ServerProtocol(H2Protocol):
             self.handler.close()
             transport.close()
             return
-        super().connection_made(transport)
+        assert isinstance(transport, asyncio.Transport)
+        super().connection_made(CoalescingTransport(transport))
         # Idle time counts from the end of the last call, not from its start.
         self.processor = CallEventsProcessor(self.handler, self.connection, on_release=self._touch)
         loop = asyncio.get_running_loop()
