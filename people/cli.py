@@ -7,8 +7,8 @@ import asyncio
 import json
 import os
 import sys
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from contextlib import ExitStack
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -206,9 +206,11 @@ def _client(args: argparse.Namespace, environ: Mapping[str, str]) -> PeopleClien
         )
     except (OSError, ValueError) as exc:
         raise UsageError(f"cannot load the TLS files: {exc}") from None
-    return PeopleClient(
-        target, timeout=timeout, tls=tls, token=_token(option("token_file"), environ)
-    )
+    token = _token(option("token_file"), environ)
+    try:
+        return PeopleClient(target, timeout=timeout, tls=tls, token=token)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def _token(path: str | Path | None, environ: Mapping[str, str]) -> str | None:
@@ -412,14 +414,30 @@ def _open_stream(args: argparse.Namespace, files: ExitStack) -> TextIO | None:
         if args.command == "import":
             if args.file == "-":
                 return sys.stdin
-            return files.enter_context(open(args.file, encoding="utf-8", newline=""))
+            # utf-8-sig: spreadsheets often start a CSV file with a byte-order mark.
+            return files.enter_context(open(args.file, encoding="utf-8-sig", newline=""))
         if args.command == "export":
             if args.output in (None, "-"):
                 return sys.stdout
-            return files.enter_context(open(args.output, "w", encoding="utf-8"))
+            return files.enter_context(_replace_on_success(Path(args.output)))
     except OSError as exc:
         raise UsageError(f"cannot open {exc.filename}: {exc.strerror or exc}") from None
     return None
+
+
+@contextmanager
+def _replace_on_success(path: Path) -> Iterator[TextIO]:
+    """Write to a temporary file beside ``path``; it replaces ``path`` only if all went well.
+
+    A failed export (server unreachable, interrupted) leaves the previous file as it was.
+    """
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    try:
+        with open(partial, "w", encoding="utf-8") as out:
+            yield out
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
 
 
 def _run_command(args: argparse.Namespace) -> int:

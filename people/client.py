@@ -32,6 +32,7 @@ kept as the error's text.
 from __future__ import annotations
 
 import os
+import socket
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -152,6 +153,9 @@ class PeopleClient:
         tls: True for TLS with the system's CAs, an ``ssl.SSLContext`` for
             anything else (see :func:`tls_context`), False for plain text.
         token: A bearer token sent with every call.
+
+    Raises:
+        ValueError: ``target`` has a port that is not a number from 1 to 65535.
     """
 
     def __init__(
@@ -295,6 +299,8 @@ class PeopleClient:
 def _reason(exc: BaseException) -> str:
     if isinstance(exc, ssl.SSLError):
         return f"TLS failed ({exc.reason or exc})"
+    if isinstance(exc, socket.gaierror):
+        return f"cannot resolve the host ({exc.strerror})"
     if isinstance(exc, OSError) and exc.errno:
         return os.strerror(exc.errno)
     return str(exc) or type(exc).__name__

@@ -36,6 +36,13 @@ class Page:
     users: list[User]
     next_page_token: str
 
+    def first(self, count: int) -> Page:
+        """The first ``count`` users of this page, with a token that resumes after them."""
+        if count >= len(self.users):
+            return self
+        kept = self.users[:count]
+        return Page(users=kept, next_page_token=encode_page_token(kept[-1]))
+
 
 def _now() -> datetime:
     return datetime.now(UTC)

@@ -280,6 +280,24 @@ class TestDeleteUserById:
 class TestListUsers:
     """ListUsers pages through users in creation order."""
 
+    async def test_page_shrinks_to_the_send_limit(self) -> None:
+        """A page that would pass the send limit comes back shorter, and paging still sees all."""
+        limit = 2048
+        service = UserService(UserDirectory(MemoryStore()), max_send_message_bytes=limit)
+        async with ChannelFor([service]) as channel:
+            stub = UserServiceStub(channel)
+            ids = [(await create(stub)).id for _ in range(60)]
+            seen: list[str] = []
+            token = ""
+            while True:
+                page = await stub.list_users(ListUsersRequest(page_size=1000, page_token=token))
+                assert 0 < len(bytes(page)) <= limit
+                seen += [user.id for user in page.users]
+                token = page.next_page_token
+                if not token:
+                    break
+            assert seen == ids
+
     @pytest.fixture
     async def ids(self, stub: UserServiceStub) -> list[str]:
         """The ids of 7 users created in order."""
