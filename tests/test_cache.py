@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
@@ -215,3 +216,25 @@ class TestReadCache:
         cache.put(1, "huge", b"x" * 11)
         assert cache.get(1, "huge") is None
         assert len(cache) == 2
+
+
+async def test_every_acknowledged_write_is_read_back(tmp_path: Path) -> None:
+    """Under concurrent writers, a read issued after a create's answer always sees that user."""
+    store = await SQLiteStore.open(tmp_path / "people.db")
+    try:
+        async with ChannelFor([UserService(UserDirectory(store))]) as channel:
+            stub = UserServiceStub(channel)
+
+            async def writer(n: int) -> None:
+                for i in range(15):
+                    email = f"w{n}-{i}@example.com"
+                    created = await stub.create_user(CreateUserRequest(name="W", email=email))
+                    assert email in await emails(stub)
+                    page = await stub.list_users(ListUsersRequest(page_size=1000))
+                    assert created.id in {user.id for user in page.users}
+                    got = await stub.get_user_by_id(UserIdRequest(id=created.id))
+                    assert got.email == email
+
+            await asyncio.gather(*(writer(n) for n in range(8)))
+    finally:
+        await store.aclose()
