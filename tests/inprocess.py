@@ -45,27 +45,14 @@ class Served:
 
 @asynccontextmanager
 async def serving(
-    settings: Settings | None = None, *, store: MemoryStore | None = None, **overrides: Any
+    settings: Settings | None = None, *, store: UserStore | None = None, **overrides: Any
 ) -> AsyncIterator[Served]:
-    """Run a server with ``settings`` (port 0, memory store) until the block ends."""
+    """Run a server with ``settings`` (port 0) on ``store`` (a new memory store by default).
+
+    The caller opens and closes a store it passes in.
+    """
     settings = settings or Settings(host="127.0.0.1", port=0, database="memory://", **overrides)
     store = store or MemoryStore()
-    status = ServiceStatus()
-    status.set(True)
-    server = build_server(build_services(store, settings, serving=status), settings)
-    sock = bind(settings.host, 0)
-    await server.start_on(sock)
-    try:
-        yield Served(server=server, port=sock.getsockname()[1], store=store)
-    finally:
-        await server.drain(0.5)
-        sock.close()
-
-
-@asynccontextmanager
-async def serving_with(store: UserStore, **overrides: Any) -> AsyncIterator[Served]:
-    """Like :func:`serving`, on any store; the caller opens and closes ``store``."""
-    settings = Settings(host="127.0.0.1", port=0, database="memory://", **overrides)
     status = ServiceStatus()
     status.set(True)
     server = build_server(build_services(store, settings, serving=status), settings)

@@ -22,7 +22,7 @@ from people.calls import DEFAULT_QUEUE_TIMEOUT
 from people.model import User as DomainUser
 from people.store.memory import MemoryStore
 from people.store.sqlite import SQLiteStore
-from tests.inprocess import RawH2, Served, frame, serving, serving_with
+from tests.inprocess import RawH2, Served, frame, serving
 
 CREATE = "/people.UserService/CreateUser"
 UPDATE = "/people.UserService/UpdateUser"
@@ -406,7 +406,7 @@ class TestCancelledWrites:
         path = tmp_path / "people.db"
         store = await SQLiteStore.open(path)
         try:
-            async with serving_with(store, max_concurrent_calls=1) as served:
+            async with serving(store=store, max_concurrent_calls=1) as served:
                 blocker = sqlite3.connect(path, isolation_level=None)
                 blocker.execute("BEGIN IMMEDIATE")  # the store's insert now waits for this lock
                 client = await RawH2.connect(served.port)
