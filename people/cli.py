@@ -17,6 +17,7 @@ from grpclib.const import Status
 from people import __version__, errors
 from people.accesslog import configure_logging
 from people.api import status_for
+from people.auth import TokenFileError, read_tokens
 from people.bulk import (
     DEFAULT_CONCURRENCY,
     ImportSummary,
@@ -214,20 +215,17 @@ def _client(args: argparse.Namespace, environ: Mapping[str, str]) -> PeopleClien
 
 
 def _token(path: str | Path | None, environ: Mapping[str, str]) -> str | None:
+    """The token to send: the first one in the token file (the server's format), or PEOPLE_TOKEN."""
     if path is None:
         return environ.get("PEOPLE_TOKEN") or None
     try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UsageError(f"cannot read the token file {path}: {exc.__class__.__name__}") from None
-    for line in lines:
-        if line.strip() and not line.lstrip().startswith("#"):
-            return line.strip()
-    raise UsageError(f"the token file {path} holds no token")
+        return read_tokens(Path(path))[0].decode()
+    except TokenFileError as exc:
+        raise UsageError(str(exc)) from None
 
 
-def _print_json(value: object, out: TextIO = sys.stdout) -> None:
-    print(json.dumps(value, ensure_ascii=False, indent=2), file=out)
+def _print_json(value: object) -> None:
+    print(json.dumps(value, ensure_ascii=False, indent=2))
 
 
 async def _add(people: PeopleClient, args: argparse.Namespace) -> int:
