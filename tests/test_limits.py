@@ -12,7 +12,7 @@ import pytest
 from grpclib.const import Cardinality, Status
 from grpclib.exceptions import GRPCError, ProtocolError
 
-from people._gen.people import CreateUserRequest, ListUsersRequest, UserServiceStub
+from people._gen.people import CreateUserRequest, UserIdRequest, UserServiceStub
 from people.config import DEFAULT_MAX_MESSAGE_BYTES, Settings
 from tests.inprocess import call_raw, frame, serving
 from tests.support import running_server
@@ -90,18 +90,17 @@ class TestSendLimit:
     """Answers over the send limit."""
 
     async def test_oversize_answer_is_resource_exhausted(self) -> None:
-        """A page of users larger than the send limit is refused, not sent."""
-        async with serving(max_send_message_bytes=2048) as served:
+        """An answer larger than the send limit is refused with RESOURCE_EXHAUSTED, not sent."""
+        async with serving(max_send_message_bytes=1024) as served:
             channel = served.channel()
             stub = UserServiceStub(channel)
-            for index in range(40):
-                await stub.create_user(
-                    CreateUserRequest(name=f"user {index}", email=f"u{index}@example.com")
-                )
+            # 200 four-byte characters and a 250-character address: one user over 1 KiB.
+            email = "a" * 60 + "@" + ".".join(["b" * 60] * 3) + ".com"
+            big = await stub.create_user(CreateUserRequest(name="\U0001d504" * 200, email=email))
+            small = await stub.create_user(CreateUserRequest(name="Ada", email="ada@example.com"))
             with pytest.raises(GRPCError) as caught:
-                await stub.list_users(ListUsersRequest(page_size=40))
+                await stub.get_user_by_id(UserIdRequest(id=big.id))
             assert caught.value.status is Status.RESOURCE_EXHAUSTED
-            assert "2048" in (caught.value.message or "")
-            page = await stub.list_users(ListUsersRequest(page_size=2))
-            assert len(page.users) == 2
+            assert "1024" in (caught.value.message or "")
+            assert (await stub.get_user_by_id(UserIdRequest(id=small.id))).name == "Ada"
             channel.close()
