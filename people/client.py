@@ -54,7 +54,14 @@ from people._gen.people import (
     UserServiceStub,
 )
 
-__all__ = ["DEFAULT_TARGET", "DEFAULT_TIMEOUT", "PeopleClient", "error_for_status", "parse_target"]
+__all__ = [
+    "DEFAULT_TARGET",
+    "DEFAULT_TIMEOUT",
+    "PeopleClient",
+    "error_for_status",
+    "parse_target",
+    "tls_context",
+]
 
 DEFAULT_TARGET: Final = "localhost:50051"
 #: Seconds a call may take unless the caller says otherwise.
