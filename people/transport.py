@@ -19,6 +19,7 @@ connection, which
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import socket
 import ssl
@@ -32,6 +33,7 @@ from grpclib.server import Server
 from h2.errors import ErrorCodes
 from h2.events import Event as H2Event
 from h2.events import RemoteSettingsChanged, RequestReceived
+from h2.exceptions import StreamClosedError
 from hyperframe.frame import GoAwayFrame
 
 from people.calls import CallHandler, CallPolicy
@@ -175,7 +177,10 @@ class ServerProtocol(H2Protocol):
         if stream_id <= self.goaway_last_stream_id:
             return False
         h2 = self.connection._connection
-        h2.reset_stream(stream_id, error_code=ErrorCodes.REFUSED_STREAM)
+        # The client may have reset it in the same batch (grpcio does, for streams
+        # above the GOAWAY's last id): then nothing is left to refuse.
+        with contextlib.suppress(StreamClosedError):
+            h2.reset_stream(stream_id, error_code=ErrorCodes.REFUSED_STREAM)
         return True
 
     # -- drain -------------------------------------------------------------------

@@ -157,21 +157,22 @@ class RawH2:
     ) -> int:
         """Start a unary call with ``message`` (and ``extra`` headers); return its stream id."""
         stream_id = self.h2.get_next_available_stream_id()
-        self.h2.send_headers(
-            stream_id,
-            [
-                (":method", "POST"),
-                (":scheme", "http"),
-                (":path", method),
-                (":authority", "localhost"),
-                ("content-type", "application/grpc"),
-                ("te", "trailers"),
-                *(extra or []),
-            ],
-        )
+        self.h2.send_headers(stream_id, [*self.request_headers(method), *(extra or [])])
         self.h2.send_data(stream_id, message, end_stream=True)
         self.flush()
         return stream_id
+
+    @staticmethod
+    def request_headers(method: str) -> list[tuple[str, str]]:
+        """The headers of a gRPC call to ``method``."""
+        return [
+            (":method", "POST"),
+            (":scheme", "http"),
+            (":path", method),
+            (":authority", "localhost"),
+            ("content-type", "application/grpc"),
+            ("te", "trailers"),
+        ]
 
     async def read_frame(self, limit: float = 5) -> Frame:
         """Return the next frame the server sent, waiting at most ``limit`` seconds."""

@@ -126,6 +126,33 @@ class TestGoaway:
             client.close()
         assert len(await store.list_page(after=None, limit=10)) == 1
 
+    async def test_stream_opened_and_cancelled_after_goaway_is_harmless(self) -> None:
+        """A stream the client opens and resets in one batch after GOAWAY does not break the drain.
+
+        grpcio does this: streams above GOAWAY's last id that it had already sent are
+        cancelled at once, so the server reads their HEADERS and RST_STREAM together.
+        """
+        store = GatedStore()
+        async with serving(store=store) as served:
+            client = await RawH2.connect(served.port)
+            request = bytes(CreateUserRequest(name="Ada", email="ada@example.com"))
+            first = client.call("/people.UserService/CreateUser", frame(request))
+            await asyncio.wait_for(store.entered.wait(), 5)
+            drain = asyncio.create_task(served.server.drain(5))
+            while not isinstance(await client.read_frame(), GoAwayFrame):
+                pass
+            late = client.h2.get_next_available_stream_id()
+            client.h2.send_headers(late, client.request_headers("/people.UserService/CreateUser"))
+            client.h2.send_data(late, frame(request), end_stream=True)
+            client.h2.reset_stream(late, error_code=ErrorCodes.CANCEL)
+            client.flush()
+            await asyncio.sleep(0.05)
+            store.gate.set()
+            assert (await client.answer(first))["grpc-status"] == "0"
+            await asyncio.wait_for(drain, 5)
+            client.close()
+        assert len(await store.list_page(after=None, limit=10)) == 1
+
     async def test_grace_period_bounds_the_wait(self) -> None:
         """A call that never finishes is cancelled once the grace period is over."""
         store = GatedStore()
