@@ -145,17 +145,23 @@ class UserService(UserServiceBase):
         cached = self._cache.get(token, ALL_USERS)
         if cached is not None:
             return cached
+        # Encoded batch by batch (repeated fields concatenate), stopping as soon as
+        # the answer outgrows the limit: memory stays bounded however many users exist.
+        parts: list[bytes] = []
+        size = 0
         with domain_errors_as_status():
-            users = await self._directory.list_all()
-        answer = encode_user_list(users)
-        if len(answer) > self._max_send_message_bytes:
-            # Truncating would look like a complete answer; refuse instead.
-            raise GRPCError(
-                Status.RESOURCE_EXHAUSTED,
-                f"all {len(users)} users take {len(answer)} bytes, more than the server's"
-                f" {self._max_send_message_bytes}-byte message limit; page through"
-                " them with ListUsers instead",
-            )
+            async for batch in self._directory.scan():
+                part = bytes(encode_user_list(batch))
+                size += len(part)
+                if size > self._max_send_message_bytes:
+                    # Truncating would look like a complete answer; refuse instead.
+                    raise GRPCError(
+                        Status.RESOURCE_EXHAUSTED,
+                        f"the users take more than the server's {self._max_send_message_bytes}"
+                        "-byte message limit; page through them with ListUsers instead",
+                    )
+                parts.append(part)
+        answer = EncodedMessage(b"".join(parts))
         self._cache.put(token, ALL_USERS, answer)
         return answer
 

@@ -11,7 +11,7 @@ import binascii
 import hashlib
 import json
 import uuid
-from collections.abc import Callable, Hashable
+from collections.abc import AsyncIterator, Callable, Hashable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
@@ -99,15 +99,15 @@ class UserDirectory:
         """A value that changes whenever the users may have (see UserStore.change_token)."""
         return await self._store.change_token()
 
-    async def list_all(self) -> list[User]:
-        """Return every user in creation order."""
-        users: list[User] = []
+    async def scan(self) -> AsyncIterator[list[User]]:
+        """Every user in creation order, a batch at a time, so a caller can stop early."""
         after: Cursor | None = None
         while True:
             batch = await self._store.list_page(after=after, limit=_SCAN_BATCH)
-            users.extend(batch)
+            if batch:
+                yield batch
             if len(batch) < _SCAN_BATCH:
-                return users
+                return
             after = (batch[-1].create_time, batch[-1].id)
 
     async def list_page(self, *, page_size: int, page_token: str) -> Page:

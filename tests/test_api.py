@@ -23,11 +23,24 @@ from people._gen.people import (
     UserServiceStub,
 )
 from people.api import STATUS_BY_ERROR, UserService, status_for
+from people.model import User as DomainUser
 from people.service import DEFAULT_PAGE_SIZE, UserDirectory
+from people.store import Cursor
 from people.store.memory import MemoryStore
 from people.store.sqlite import SQLiteStore
 
 MISSING_ID = "00000000-0000-4000-8000-000000000000"
+
+
+class CountingStore(MemoryStore):
+    """A memory store that counts the pages read from it."""
+
+    pages_read = 0
+
+    async def list_page(self, *, after: Cursor | None, limit: int) -> list[DomainUser]:
+        """Count, then read."""
+        self.pages_read += 1
+        return await super().list_page(after=after, limit=limit)
 
 
 async def create(stub: UserServiceStub, name: str = "Ada", email: str = "") -> CreateUserResponse:
@@ -123,6 +136,19 @@ class TestGetAllUsers:
         users = (await stub.get_all_users(Empty())).user
         assert [user.id for user in users] == ids
         assert all(user.etag and user.create_time and user.update_time for user in users)
+
+    async def test_stops_reading_once_too_large(self) -> None:
+        """Over the limit, GetAllUsers stops at the first batch that overflows, not after all."""
+        store = CountingStore()
+        directory = UserDirectory(store)
+        for n in range(2500):
+            await directory.create(name=f"user {n}", email=f"user{n}@example.com")
+        service = UserService(directory, max_send_message_bytes=4096)
+        async with ChannelFor([service]) as channel:
+            with pytest.raises(GRPCError) as caught:
+                await UserServiceStub(channel).get_all_users(Empty())
+        assert caught.value.status is Status.RESOURCE_EXHAUSTED
+        assert store.pages_read == 1
 
     async def test_too_large_for_one_message(self) -> None:
         """Over the send limit it is RESOURCE_EXHAUSTED and points to ListUsers."""

@@ -49,6 +49,11 @@ async def populate(directory: UserDirectory, count: int) -> list[User]:
     ]
 
 
+async def all_users(directory: UserDirectory) -> list[User]:
+    """Every user, from every batch of a scan."""
+    return [user async for batch in directory.scan() for user in batch]
+
+
 async def walk(directory: UserDirectory, page_size: int) -> list[User]:
     """Collect every user by following next_page_token to the end."""
     seen: list[User] = []
@@ -88,7 +93,7 @@ class TestCreate:
         with pytest.raises(InvalidField) as caught:
             await directory.create(name=" ", email="ada@example.com")
         assert caught.value.field == "name"
-        assert await directory.list_all() == []
+        assert await all_users(directory) == []
 
     async def test_rejects_an_invalid_email(self, directory: UserDirectory) -> None:
         """A malformed email is an InvalidField naming `email`."""
@@ -125,22 +130,23 @@ class TestGet:
         assert caught.value.field == "id"
 
 
-class TestListAll:
-    """list_all returns everyone in creation order."""
+class TestScan:
+    """scan returns everyone in creation order, in batches."""
 
     async def test_empty(self, directory: UserDirectory) -> None:
         """An empty directory lists no users."""
-        assert await directory.list_all() == []
+        assert await all_users(directory) == []
 
     async def test_creation_order(self, directory: UserDirectory) -> None:
         """Users come back in the order they were created."""
         users = await populate(directory, 30)
-        assert await directory.list_all() == users
+        assert await all_users(directory) == users
 
     async def test_more_than_one_scan_batch(self, directory: UserDirectory) -> None:
         """Directories larger than one internal batch are listed completely."""
         users = await populate(directory, MAX_PAGE_SIZE + 5)
-        assert [user.id for user in await directory.list_all()] == [user.id for user in users]
+        assert [user.id for user in await all_users(directory)] == [user.id for user in users]
+        assert [len(batch) async for batch in directory.scan()] == [1000, MAX_PAGE_SIZE + 5 - 1000]
 
 
 class TestUpdate:
@@ -248,7 +254,7 @@ class TestDelete:
         await directory.delete(ada.id)
         with pytest.raises(UserNotFound):
             await directory.get(ada.id)
-        assert await directory.list_all() == [bob]
+        assert await all_users(directory) == [bob]
 
     async def test_frees_the_email(self, directory: UserDirectory) -> None:
         """After a delete, the email can be used again."""
@@ -273,7 +279,7 @@ class TestDelete:
         """A delete carrying the current etag succeeds."""
         user = await directory.create(name="Ada", email="ada@example.com")
         await directory.delete(user.id, etag=user.etag)
-        assert await directory.list_all() == []
+        assert await all_users(directory) == []
 
     async def test_stale_etag(self, directory: UserDirectory) -> None:
         """A delete carrying an outdated etag raises StaleVersion and keeps the user."""
@@ -404,7 +410,7 @@ class TestListPage:
                 if action == "create":
                     await directory.create(name=f"new {step}", email=f"new{step}@example.com")
                 else:
-                    victims = await directory.list_all()
+                    victims = await all_users(directory)
                     if victims:
                         victim = victims[n % len(victims)]
                         await directory.delete(victim.id)
