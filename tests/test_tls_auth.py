@@ -19,7 +19,9 @@ from grpclib.exceptions import GRPCError, StreamTerminatedError
 from grpclib.health.v1.health_grpc import HealthStub
 from grpclib.health.v1.health_pb2 import HealthCheckRequest, HealthCheckResponse
 
+from people import PeopleClient, Unavailable
 from people._gen.people import CreateUserRequest, Empty, UserIdRequest, UserServiceStub
+from people.client import tls_context
 from tests.inprocess import serving
 from tests.support import ServerProcess, free_args, run_cli, running_server
 
@@ -250,6 +252,45 @@ class TestMutualTls:
             )
             everyone = await stub.get_all_users(Empty(), timeout=10)
         assert [user.name for user in everyone.user] == ["Mia"]
+
+
+class TestClients:
+    """people's own client library and CLI speak TLS and mTLS with the matching options."""
+
+    async def test_people_client_with_ca_file(self, tls_server: ServerProcess, pki: Pki) -> None:
+        """PeopleClient with tls_context(ca_file=...) calls a TLS server; without it, TLS fails."""
+        context = tls_context(ca_file=pki.ca)
+        async with PeopleClient(f"localhost:{tls_server.port}", tls=context) as people:
+            user_id = await people.create("Cleo", "cleo@example.com")
+            assert (await people.get(user_id)).name == "Cleo"
+        async with PeopleClient(f"localhost:{tls_server.port}", tls=True) as untrusting:
+            with pytest.raises(Unavailable, match="TLS"):
+                await untrusting.get_all()
+
+    async def test_people_client_with_client_certificate(
+        self, mtls_server: ServerProcess, pki: Pki
+    ) -> None:
+        """PeopleClient presents a client certificate for mTLS."""
+        context = tls_context(pki.ca, pki.client_cert, pki.client_key)
+        async with PeopleClient(f"localhost:{mtls_server.port}", tls=context) as people:
+            assert isinstance(await people.get_all(), list)
+
+    def test_cli_with_ca_file_and_client_certificate(
+        self, mtls_server: ServerProcess, pki: Pki
+    ) -> None:
+        """`people add/get` with --ca-file, --client-cert and --client-key work against mTLS."""
+        options = [
+            "--target", f"localhost:{mtls_server.port}", "--ca-file", str(pki.ca),
+            "--client-cert", str(pki.client_cert), "--client-key", str(pki.client_key),
+        ]  # fmt: skip
+        added = run_cli("add", "-n", "Dora", "-e", "dora@example.com", *options)
+        assert added.returncode == 0, added.stderr
+        listed = run_cli("get", *options)
+        assert "Email: dora@example.com" in listed.stdout
+        refused = run_cli(
+            "get", "--target", f"localhost:{mtls_server.port}", "--ca-file", str(pki.ca)
+        )
+        assert refused.returncode == 24, refused.stderr
 
 
 @pytest.fixture
