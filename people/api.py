@@ -37,6 +37,7 @@ from people.wire import (
     encode_list_users_response,
     encode_user,
     encode_user_list,
+    request_class,
 )
 
 #: The one table from domain errors to gRPC status codes, looked up along the
@@ -123,9 +124,10 @@ class UserService(UserServiceBase):
         }
         for path, send in encoded_routes.items():
             generated = mapping[path]
-            mapping[path] = Handler(
-                send, generated.cardinality, generated.request_type, EncodedMessage
-            )
+            # These handlers read one or two fields of the request: upb's object
+            # serves that without building a betterproto2 message first.
+            request_type = request_class(generated.request_type.__name__)
+            mapping[path] = Handler(send, generated.cardinality, request_type, EncodedMessage)
         return mapping
 
     async def get_all_users(self, message: Empty) -> UserList:

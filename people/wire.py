@@ -47,6 +47,15 @@ def _message_class(name: str) -> Any:
     return message_factory.GetMessageClass(descriptor)
 
 
+def request_class(name: str) -> Any:
+    """The upb class of request message ``name``, for handlers that only read a few fields.
+
+    The strict codec validates and decodes into it directly, skipping the
+    betterproto2 object a generated handler would get.
+    """
+    return _message_class(name)
+
+
 _USER_LIST = _message_class("UserList")
 _LIST_USERS_RESPONSE = _message_class("ListUsersResponse")
 _USER = _message_class("User")
