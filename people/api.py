@@ -2,12 +2,12 @@
 
 This is the only module where the domain meets the wire. Each handler converts
 its request, calls :class:`people.service.UserDirectory`, and converts the
-result back; :data:`STATUS_BY_ERROR` turns domain errors into status codes.
+result back; :func:`people.status.status_for` turns domain errors into status codes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Hashable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -32,42 +32,14 @@ from people.cache import ReadCache
 from people.config import DEFAULT_MAX_MESSAGE_BYTES
 from people.model import User as DomainUser
 from people.service import UserDirectory
+from people.status import status_for
 from people.wire import (
     EncodedMessage,
     encode_list_users_response,
     encode_user,
     encode_user_list,
-    request_class,
+    message_class,
 )
-
-#: The one table from domain errors to gRPC status codes, looked up along the
-#: exception's MRO so a subclass inherits its parent's code.
-STATUS_BY_ERROR: dict[type[errors.PeopleError], Status] = {
-    errors.UserNotFound: Status.NOT_FOUND,
-    errors.EmailAlreadyExists: Status.ALREADY_EXISTS,
-    errors.InvalidField: Status.INVALID_ARGUMENT,
-    errors.StaleVersion: Status.ABORTED,
-    errors.StoreUnavailable: Status.UNAVAILABLE,
-    errors.Unavailable: Status.UNAVAILABLE,
-    errors.DeadlineExceeded: Status.DEADLINE_EXCEEDED,
-    errors.Unauthenticated: Status.UNAUTHENTICATED,
-    errors.PermissionDenied: Status.PERMISSION_DENIED,
-    errors.ResourceExhausted: Status.RESOURCE_EXHAUSTED,
-    errors.PeopleError: Status.INTERNAL,
-}
-
-
-#: The cache key of GetAllUsers' answer.
-ALL_USERS = ("all",)
-
-
-def status_for(error: errors.PeopleError) -> Status:
-    """Return the status code for a domain error (its closest listed ancestor's)."""
-    for cls in type(error).__mro__:
-        status = STATUS_BY_ERROR.get(cls)
-        if status is not None:
-            return status
-    return Status.INTERNAL
 
 
 @contextmanager
@@ -126,7 +98,7 @@ class UserService(UserServiceBase):
             generated = mapping[path]
             # These handlers read one or two fields of the request: upb's object
             # serves that without building a betterproto2 message first.
-            request_type = request_class(generated.request_type.__name__)
+            request_type = message_class(generated.request_type.__name__)
             mapping[path] = Handler(send, generated.cardinality, request_type, EncodedMessage)
         return mapping
 
@@ -139,14 +111,23 @@ class UserService(UserServiceBase):
     async def get_user_by_id(self, message: UserIdRequest) -> User:
         return User.parse(bytes(await self._user(message)))
 
-    # The read paths ask for the change token *before* reading: a write in
-    # between then only makes a cached answer newer than its token, never older.
+    async def _cached(
+        self, key: Hashable, answer: Callable[[], Awaitable[EncodedMessage]]
+    ) -> EncodedMessage:
+        """``await answer()``, or the copy kept under ``key`` since the store last changed."""
+        # The token is read *before* the answer: a write in between then only
+        # makes a kept answer newer than its token, never older.
+        token = await self._directory.change_token()
+        cached = self._cache.get(token, key)
+        if cached is None:
+            cached = await answer()
+            self._cache.put(token, key, cached)
+        return cached
 
     async def _all_users(self) -> EncodedMessage:
-        token = await self._directory.change_token()
-        cached = self._cache.get(token, ALL_USERS)
-        if cached is not None:
-            return cached
+        return await self._cached("all", self._encode_all_users)
+
+    async def _encode_all_users(self) -> EncodedMessage:
         # Encoded batch by batch (repeated fields concatenate), stopping as soon as
         # the answer outgrows the limit: memory stays bounded however many users exist.
         parts: list[bytes] = []
@@ -163,20 +144,15 @@ class UserService(UserServiceBase):
                         "-byte message limit; page through them with ListUsers instead",
                     )
                 parts.append(part)
-        answer = EncodedMessage(b"".join(parts))
-        self._cache.put(token, ALL_USERS, answer)
-        return answer
+        return EncodedMessage(b"".join(parts))
 
     async def _page(self, message: ListUsersRequest) -> EncodedMessage:
-        token = await self._directory.change_token()
-        key = ("page", message.page_size, message.page_token)
-        cached = self._cache.get(token, key)
-        if cached is not None:
-            return cached
+        size, token = message.page_size, message.page_token
+        return await self._cached(("page", size, token), lambda: self._encode_page(size, token))
+
+    async def _encode_page(self, page_size: int, page_token: str) -> EncodedMessage:
         with domain_errors_as_status():
-            page = await self._directory.list_page(
-                page_size=message.page_size, page_token=message.page_token
-            )
+            page = await self._directory.list_page(page_size=page_size, page_token=page_token)
         answer = encode_list_users_response(page.users, page.next_page_token)
         limit = self._max_send_message_bytes
         while len(answer) > limit and len(page.users) > 1:
@@ -191,20 +167,15 @@ class UserService(UserServiceBase):
                 f"one user takes {len(answer)} bytes, more than the server's {limit}-byte"
                 " message limit",
             )
-        self._cache.put(token, key, answer)
         return answer
 
     async def _user(self, message: UserIdRequest) -> EncodedMessage:
-        token = await self._directory.change_token()
-        key = ("user", message.id)
-        cached = self._cache.get(token, key)
-        if cached is not None:
-            return cached
+        user_id = message.id
+        return await self._cached(("user", user_id), lambda: self._encode_user(user_id))
+
+    async def _encode_user(self, user_id: str) -> EncodedMessage:
         with domain_errors_as_status():
-            user = await self._directory.get(message.id)
-        answer = encode_user(user)
-        self._cache.put(token, key, answer)
-        return answer
+            return encode_user(await self._directory.get(user_id))
 
     async def _send_all_users(self, stream: Stream[Any, EncodedMessage]) -> None:
         if await stream.recv_message() is None:

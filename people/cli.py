@@ -16,7 +16,6 @@ from grpclib.const import Status
 
 from people import __version__, errors
 from people.accesslog import configure_logging
-from people.api import status_for
 from people.auth import TokenFileError, read_tokens
 from people.bulk import (
     DEFAULT_CONCURRENCY,
@@ -30,6 +29,7 @@ from people.bulk import (
 from people.client import DEFAULT_TARGET, DEFAULT_TIMEOUT, PeopleClient, tls_context
 from people.config import SettingsError, add_serve_arguments, settings_from_arguments
 from people.schema import file_descriptor, render
+from people.status import status_for
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -39,18 +39,30 @@ EXIT_REJECTED_LINES = 3
 #: A call that failed with gRPC status S exits with EXIT_STATUS_BASE + S.
 EXIT_STATUS_BASE = 10
 
-EXIT_CODES_HELP = """\
+#: The statuses a person is likely to meet, with what they mean here.
+_EXPLAINED_STATUSES = {
+    Status.INVALID_ARGUMENT: "",
+    Status.DEADLINE_EXCEEDED: "",
+    Status.NOT_FOUND: "",
+    Status.ALREADY_EXISTS: "",
+    Status.PERMISSION_DENIED: "",
+    Status.RESOURCE_EXHAUSTED: "",
+    Status.ABORTED: " (stale etag)",
+    Status.INTERNAL: "",
+    Status.UNAVAILABLE: " (server unreachable)",
+    Status.UNAUTHENTICATED: "",
+}
+EXIT_CODES_HELP = f"""\
 exit codes:
-  0   success
-  1   a local problem (a file cannot be read or written)
-  2   usage error
-  3   import reached the end of its file but rejected some lines
-  10+ a call failed with gRPC status (exit code - 10), among them:
-      13 INVALID_ARGUMENT    15 NOT_FOUND            16 ALREADY_EXISTS
-      14 DEADLINE_EXCEEDED   20 ABORTED (stale etag) 18 RESOURCE_EXHAUSTED
-      24 UNAVAILABLE (server unreachable)            26 UNAUTHENTICATED
-      17 PERMISSION_DENIED   23 INTERNAL
-"""
+  {EXIT_OK}   success
+  {EXIT_FAILURE}   a local problem (a file cannot be read or written)
+  {EXIT_USAGE}   usage error
+  {EXIT_REJECTED_LINES}   import reached the end of its file but rejected some lines
+  {EXIT_STATUS_BASE}+ a call failed with gRPC status (exit code - {EXIT_STATUS_BASE}), among them:
+""" + "".join(
+    f"      {EXIT_STATUS_BASE + status.value} {status.name}{note}\n"
+    for status, note in _EXPLAINED_STATUSES.items()
+)
 
 Command = Callable[[PeopleClient, argparse.Namespace], Awaitable[int]]
 
@@ -250,15 +262,13 @@ async def _get(people: PeopleClient, args: argparse.Namespace) -> int:
         _print_json([user_json(user) async for user in people.iter_users()])
         return EXIT_OK
     users = people.iter_users()
-    first = await anext(users, None)  # fails before the heading if the server does
+    listed = await anext(users, None)  # fails before the heading if the server does
     print("List of retrieved users:\n")
     count = 0
-    if first is not None:
-        print(f"ID: {first.id}, Name: {first.name}, Email: {first.email}")
-        count = 1
-        async for user in users:
-            print(f"ID: {user.id}, Name: {user.name}, Email: {user.email}")
-            count += 1
+    while listed is not None:
+        print(f"ID: {listed.id}, Name: {listed.name}, Email: {listed.email}")
+        count += 1
+        listed = await anext(users, None)
     print(f"\n{count} users retrieved")
     return EXIT_OK
 
@@ -392,13 +402,7 @@ COMMANDS: dict[str, Command] = {
 
 def exit_code(error: errors.PeopleError) -> int:
     """The exit code for a call that failed with ``error``: 10 + its gRPC status."""
-    return EXIT_STATUS_BASE + _status(error).value
-
-
-def _status(error: errors.PeopleError) -> Status:
-    if isinstance(error, errors.ServerError):
-        return Status.__members__.get(error.status, Status.UNKNOWN)
-    return status_for(error)
+    return EXIT_STATUS_BASE + status_for(error).value
 
 
 async def _run_client(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
@@ -447,7 +451,7 @@ def _run_command(args: argparse.Namespace) -> int:
         print(f"people {args.command}: {exc}", file=sys.stderr)
         return EXIT_FAILURE
     except errors.PeopleError as exc:
-        print(f"people {args.command}: {_status(exc).name}: {exc}", file=sys.stderr)
+        print(f"people {args.command}: {status_for(exc).name}: {exc}", file=sys.stderr)
         return exit_code(exc)
     except KeyboardInterrupt:
         print(f"people {args.command}: interrupted", file=sys.stderr)

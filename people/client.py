@@ -175,8 +175,8 @@ class PeopleClient:
     ) -> None:
         host, port = parse_target(target)
         context = tls_context() if tls is True else tls or None
-        self._init(Channel(host, port, ssl=context), target, timeout=timeout, token=token)
-        self._owns_channel = True
+        channel = Channel(host, port, ssl=context)
+        self._init(channel, target, timeout=timeout, token=token, owns_channel=True)
 
     @classmethod
     def from_channel(
@@ -191,15 +191,23 @@ class PeopleClient:
         The channel stays the caller's: closing the client leaves it open.
         """
         client = cls.__new__(cls)
-        client._init(channel, "in-process channel", timeout=timeout, token=token)
-        client._owns_channel = False
+        client._init(
+            channel, "in-process channel", timeout=timeout, token=token, owns_channel=False
+        )
         return client
 
     def _init(
-        self, channel: Channel, target: str, *, timeout: float | None, token: str | None
+        self,
+        channel: Channel,
+        target: str,
+        *,
+        timeout: float | None,
+        token: str | None,
+        owns_channel: bool,
     ) -> None:
         self.target = target
         self._channel = channel
+        self._owns_channel = owns_channel
         metadata = {"authorization": f"Bearer {token}"} if token else None
         self._stub = UserServiceStub(channel, timeout=timeout, metadata=metadata)
 

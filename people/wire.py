@@ -39,26 +39,22 @@ class EncodedMessage:
         return len(self.data)
 
 
-def _message_class(name: str) -> Any:
-    # Any: upb classes are made at run time from descriptors, so their fields
-    # are unknown to mypy.
+def message_class(name: str) -> Any:
+    """The upb class of people message ``name``.
+
+    The API decodes the read RPCs' requests into these (the strict codec
+    validates straight into them), skipping the betterproto2 object a generated
+    handler would get. Any: upb classes are made at run time from descriptors,
+    so their fields are unknown to mypy.
+    """
     descriptor = PEOPLE_PROTO_DESCRIPTOR.message_types_by_name[name]
     assert descriptor.file.pool is default_google_proto_descriptor_pool
     return message_factory.GetMessageClass(descriptor)
 
 
-def request_class(name: str) -> Any:
-    """The upb class of request message ``name``, for handlers that only read a few fields.
-
-    The strict codec validates and decodes into it directly, skipping the
-    betterproto2 object a generated handler would get.
-    """
-    return _message_class(name)
-
-
-_USER_LIST = _message_class("UserList")
-_LIST_USERS_RESPONSE = _message_class("ListUsersResponse")
-_USER = _message_class("User")
+_USER_LIST = message_class("UserList")
+_LIST_USERS_RESPONSE = message_class("ListUsersResponse")
+_USER = message_class("User")
 
 
 def _fill(target: Any, user: User) -> None:

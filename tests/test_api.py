@@ -22,9 +22,10 @@ from people._gen.people import (
     UserIdRequest,
     UserServiceStub,
 )
-from people.api import STATUS_BY_ERROR, UserService, status_for
+from people.api import UserService
 from people.model import User as DomainUser
 from people.service import DEFAULT_PAGE_SIZE, UserDirectory
+from people.status import STATUS_BY_ERROR, status_for
 from people.store import Cursor
 from people.store.memory import MemoryStore
 from people.store.sqlite import SQLiteStore
