@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import struct
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -116,18 +117,45 @@ def frame(message: bytes, *, compressed: bool = False, length: int | None = None
 
 
 class GatedStore(MemoryStore):
-    """A memory store whose writes wait until the test opens the gate."""
+    """A memory store whose writes wait inside the store while ``gate`` is closed (clear).
 
-    def __init__(self) -> None:
+    Args:
+        closed: Start with the gate closed (the default) or open.
+    """
+
+    def __init__(self, *, closed: bool = True) -> None:
         super().__init__()
         self.gate = asyncio.Event()
-        self.entered = asyncio.Event()
+        if not closed:
+            self.gate.set()
+        #: Writes waiting at the gate right now.
+        self.waiting = 0
+
+    async def _pass_gate(self) -> None:
+        self.waiting += 1
+        try:
+            await self.gate.wait()
+        finally:
+            self.waiting -= 1
 
     async def add(self, user: User) -> None:
         """Wait for the gate, then add."""
-        self.entered.set()
-        await self.gate.wait()
+        await self._pass_gate()
         await super().add(user)
+
+    async def replace(self, user: User, *, expected_version: int) -> None:
+        """Wait for the gate, then replace."""
+        await self._pass_gate()
+        await super().replace(user, expected_version=expected_version)
+
+
+async def until(predicate: Callable[[], bool], limit: float = 5) -> None:
+    """Wait until ``predicate()`` holds, failing after ``limit`` seconds."""
+    deadline = time.monotonic() + limit
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {limit}s")
+        await asyncio.sleep(0.01)
 
 
 class RawH2:

@@ -5,10 +5,13 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from grpclib.client import Channel
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 from grpclib.health.v1.health_grpc import HealthStub
@@ -19,10 +22,8 @@ from hyperframe.frame import Frame, GoAwayFrame, SettingsFrame
 
 from people._gen.people import CreateUserRequest, User, UserIdRequest, UserServiceStub
 from people.calls import DEFAULT_QUEUE_TIMEOUT
-from people.model import User as DomainUser
-from people.store.memory import MemoryStore
 from people.store.sqlite import SQLiteStore
-from tests.inprocess import RawH2, Served, frame, serving
+from tests.inprocess import GatedStore, RawH2, Served, frame, serving, until
 
 CREATE = "/people.UserService/CreateUser"
 UPDATE = "/people.UserService/UpdateUser"
@@ -32,44 +33,6 @@ GET = "/people.UserService/GetUserById"
 HANDSHAKE = 0.3
 IDLE = 0.5
 SLACK = 1.5
-
-
-class HeldStore(MemoryStore):
-    """A memory store whose writes wait inside the store while ``release`` is clear."""
-
-    def __init__(self, *, held: bool = True) -> None:
-        super().__init__()
-        self.release = asyncio.Event()
-        if not held:
-            self.release.set()
-        #: Writes waiting inside the store right now.
-        self.waiting = 0
-
-    async def _hold(self) -> None:
-        self.waiting += 1
-        try:
-            await self.release.wait()
-        finally:
-            self.waiting -= 1
-
-    async def add(self, user: DomainUser) -> None:
-        """Wait for the release, then add."""
-        await self._hold()
-        await super().add(user)
-
-    async def replace(self, user: DomainUser, *, expected_version: int) -> None:
-        """Wait for the release, then replace."""
-        await self._hold()
-        await super().replace(user, expected_version=expected_version)
-
-
-async def until(predicate: Callable[[], bool], limit: float = 5) -> None:
-    """Wait until ``predicate()`` holds, failing after ``limit`` seconds."""
-    deadline = time.monotonic() + limit
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {limit}s")
-        await asyncio.sleep(0.01)
 
 
 async def eof_after(reader: asyncio.StreamReader, limit: float) -> float:
@@ -163,27 +126,27 @@ class TestIdleTimeout:
 
     async def test_running_call_keeps_the_connection_open(self) -> None:
         """A connection whose call outlasts several idle timeouts stays open; the call answers."""
-        store = HeldStore()
+        store = GatedStore()
         async with serving(store=store, handshake_timeout=HANDSHAKE, idle_timeout=IDLE) as served:
             client = await RawH2.connect(served.port)
             stream_id = client.call(CREATE, create_request("Ada", "ada@example.com"))
             await until(lambda: store.waiting == 1)
             frames = await frames_during(client, 3 * IDLE)
             assert not [received for received in frames if isinstance(received, GoAwayFrame)]
-            store.release.set()
+            store.gate.set()
             answer = await client.answer(stream_id)
             client.close()
         assert answer["grpc-status"] == str(Status.OK.value)
 
     async def test_idle_time_counts_from_the_end_of_the_last_call(self) -> None:
         """After a long call ends, the connection stays open for a full idle_timeout."""
-        store = HeldStore()
+        store = GatedStore()
         async with serving(store=store, handshake_timeout=HANDSHAKE, idle_timeout=IDLE) as served:
             client = await RawH2.connect(served.port)
             stream_id = client.call(CREATE, create_request("Ada", "ada@example.com"))
             await until(lambda: store.waiting == 1)
             await asyncio.sleep(2.5 * IDLE)
-            store.release.set()
+            store.gate.set()
             answer = await client.answer(stream_id)
             ended = time.monotonic()
             frames, closed_at = await frames_until_eof(client, IDLE + SLACK)
@@ -240,74 +203,84 @@ class TestConnectionCap:
         assert handlers == 1
 
 
+def occupy(stub: UserServiceStub, count: int, prefix: str = "busy") -> list[asyncio.Task[object]]:
+    """Start ``count`` CreateUser calls in the background."""
+    return [
+        asyncio.create_task(
+            stub.create_user(CreateUserRequest(name="Busy", email=f"{prefix}{i}@example.com"))
+        )
+        for i in range(count)
+    ]
+
+
+@dataclass
+class Saturated:
+    """A server whose every handler slot is held by a CreateUser waiting at the store's gate."""
+
+    served: Served
+    store: GatedStore
+    channel: Channel
+    busy: list[asyncio.Task[object]]
+
+    async def release(self) -> None:
+        """Open the gate and let the held calls finish."""
+        self.store.gate.set()
+        await asyncio.gather(*self.busy)
+
+
+@asynccontextmanager
+async def saturated(slots: int) -> AsyncIterator[Saturated]:
+    """A server with ``slots`` handler slots, all of them busy."""
+    store = GatedStore()
+    async with serving(store=store, max_concurrent_calls=slots) as served:
+        channel = served.channel()
+        busy = occupy(UserServiceStub(channel), slots)
+        await until(lambda: store.waiting == slots)
+        try:
+            yield Saturated(served, store, channel, busy)
+        finally:
+            channel.close()
+
+
 class TestConcurrencyCap:
     """max_concurrent_calls: excess calls queue DEFAULT_QUEUE_TIMEOUT, then RESOURCE_EXHAUSTED."""
 
-    @staticmethod
-    def _occupy(
-        stub: UserServiceStub, count: int, prefix: str = "busy"
-    ) -> list[asyncio.Task[object]]:
-        return [
-            asyncio.create_task(
-                stub.create_user(CreateUserRequest(name="Busy", email=f"{prefix}{i}@example.com"))
-            )
-            for i in range(count)
-        ]
-
     async def test_excess_call_waits_then_is_resource_exhausted(self) -> None:
         """With every slot busy, a call waits the queue timeout, then gets RESOURCE_EXHAUSTED."""
-        store = HeldStore()
-        async with serving(store=store, max_concurrent_calls=2) as served:
-            channel = served.channel()
-            stub = UserServiceStub(channel)
-            busy = self._occupy(stub, 2)
-            await until(lambda: store.waiting == 2)
+        async with saturated(2) as full:
+            stub = UserServiceStub(full.channel)
             started = time.monotonic()
             with pytest.raises(GRPCError) as caught:
                 await stub.get_user_by_id(UserIdRequest(id="nobody"), timeout=10)
             waited = time.monotonic() - started
-            store.release.set()
-            await asyncio.gather(*busy)
+            await full.release()
             # Healthy afterwards: the slots are free again and nothing is left running.
-            more = self._occupy(stub, 3, prefix="more")
-            await asyncio.gather(*more)
-            await until(lambda: not served.server.policy.running)
-            channel.close()
+            await asyncio.gather(*occupy(stub, 3, prefix="more"))
+            await until(lambda: not full.served.server.policy.running)
         assert caught.value.status is Status.RESOURCE_EXHAUSTED
         assert "busy" in (caught.value.message or "")
         assert DEFAULT_QUEUE_TIMEOUT * 0.9 <= waited < DEFAULT_QUEUE_TIMEOUT + SLACK
 
     async def test_queued_call_runs_when_a_slot_frees(self) -> None:
         """A call queued behind a full server runs as soon as a slot frees within the timeout."""
-        store = HeldStore()
-        async with serving(store=store, max_concurrent_calls=2) as served:
-            channel = served.channel()
-            stub = UserServiceStub(channel)
-            busy = self._occupy(stub, 2)
-            await until(lambda: store.waiting == 2)
+        async with saturated(2) as full:
+            stub = UserServiceStub(full.channel)
             queued = asyncio.create_task(stub.get_user_by_id(UserIdRequest(id="nobody")))
             await asyncio.sleep(DEFAULT_QUEUE_TIMEOUT / 4)
             assert not queued.done()
-            store.release.set()
+            full.store.gate.set()
             with pytest.raises(GRPCError) as caught:
                 await queued
-            await asyncio.gather(*busy)
-            channel.close()
+            await full.release()
         assert caught.value.status is Status.NOT_FOUND
 
     async def test_health_answers_while_every_slot_is_busy(self) -> None:
         """Health checks skip the concurrency cap, so probes answer on a saturated server."""
-        store = HeldStore()
-        async with serving(store=store, max_concurrent_calls=1) as served:
-            channel = served.channel()
-            busy = self._occupy(UserServiceStub(channel), 1)
-            await until(lambda: store.waiting == 1)
+        async with saturated(1) as full:
             answer = await asyncio.wait_for(
-                HealthStub(channel).Check(HealthCheckRequest()), DEFAULT_QUEUE_TIMEOUT / 2
+                HealthStub(full.channel).Check(HealthCheckRequest()), DEFAULT_QUEUE_TIMEOUT / 2
             )
-            store.release.set()
-            await asyncio.gather(*busy)
-            channel.close()
+            await full.release()
         assert answer is not None
         assert answer.status == HealthCheckResponse.SERVING
 
@@ -348,14 +321,14 @@ class TestCancelledWrites:
 
     async def test_cancelled_create_stores_nothing_and_frees_its_slot(self) -> None:
         """CreateUser cancelled inside the store stores no part of the user; serving goes on."""
-        store = HeldStore()
+        store = GatedStore()
         async with serving(store=store, max_concurrent_calls=1) as served:
             client = await RawH2.connect(served.port)
             stream_id = client.call(CREATE, create_request("Ada", "ada@example.com"))
             await until(lambda: store.waiting == 1)
             cancel(client, stream_id)
             await until(lambda: not served.server.policy.running)
-            store.release.set()
+            store.gate.set()
             await asyncio.sleep(0.05)
             stored = await user_count(served)
             # The one slot was given back, and the email was never taken.
@@ -371,20 +344,20 @@ class TestCancelledWrites:
 
     async def test_cancelled_update_leaves_the_old_user_whole(self) -> None:
         """UpdateUser cancelled inside the store leaves the user as it was; the server serves on."""
-        store = HeldStore(held=False)
+        store = GatedStore(closed=False)
         async with serving(store=store, max_concurrent_calls=1) as served:
             channel = served.channel()
             stub = UserServiceStub(channel)
             created = await stub.create_user(CreateUserRequest(name="Ada", email="ada@example.com"))
             before = await served.store.get(created.id)
-            store.release.clear()
+            store.gate.clear()
             client = await RawH2.connect(served.port)
             change = User(id=created.id, name="Grace", email="grace@example.com")
             stream_id = client.call(UPDATE, frame(bytes(change)))
             await until(lambda: store.waiting == 1)
             cancel(client, stream_id)
             await until(lambda: not served.server.policy.running)
-            store.release.set()
+            store.gate.set()
             await asyncio.sleep(0.05)
             after = await served.store.get(created.id)
             # The old email is still taken, the new one free, and updates still work.

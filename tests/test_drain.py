@@ -5,7 +5,10 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
+from collections.abc import AsyncIterator
 from concurrent.futures import Future
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
@@ -14,7 +17,7 @@ from h2.errors import ErrorCodes
 from hyperframe.frame import DataFrame, GoAwayFrame, HeadersFrame, RstStreamFrame
 
 from people._gen.people import CreateUserRequest, CreateUserResponse, User, UserIdRequest
-from tests.inprocess import GatedStore, RawH2, frame, serving
+from tests.inprocess import GatedStore, RawH2, Served, frame, serving, until
 from tests.support import running_server
 
 CALLS = 600
@@ -82,20 +85,45 @@ class TestSigterm:
             assert server.stop(signal.SIGINT) == 0
 
 
+CREATE = "/people.UserService/CreateUser"
+#: The one CreateUser a GOAWAY test holds in the store while the server drains.
+ADA = frame(bytes(CreateUserRequest(name="Ada", email="ada@example.com")))
+
+
+@dataclass
+class HeldCall:
+    """A served connection with one CreateUser waiting at the store's gate."""
+
+    served: Served
+    store: GatedStore
+    client: RawH2
+    stream_id: int
+
+
+@asynccontextmanager
+async def held_call() -> AsyncIterator[HeldCall]:
+    """Serve on a gated store and start one CreateUser that waits inside the store."""
+    store = GatedStore()
+    async with serving(store=store) as served:
+        client = await RawH2.connect(served.port)
+        stream_id = client.call(CREATE, ADA)
+        await until(lambda: store.waiting == 1)
+        try:
+            yield HeldCall(served, store, client, stream_id)
+        finally:
+            client.close()
+
+
 class TestGoaway:
     """What a connection sees when the server drains, frame by frame."""
 
     async def test_accepted_call_finishes_and_later_stream_is_refused(self) -> None:
         """GOAWAY names the last accepted stream, which still answers; a later one is REFUSED."""
-        store = GatedStore()
-        async with serving(store=store) as served:
-            client = await RawH2.connect(served.port)
-            request = bytes(CreateUserRequest(name="Ada", email="ada@example.com"))
-            first = client.call("/people.UserService/CreateUser", frame(request))
-            await asyncio.wait_for(store.entered.wait(), 5)
-            drain = asyncio.create_task(served.server.drain(5))
+        async with held_call() as held:
+            client, first = held.client, held.stream_id
+            drain = asyncio.create_task(held.served.server.drain(5))
             await asyncio.sleep(0.05)
-            second = client.call("/people.UserService/CreateUser", frame(request))
+            second = client.call(CREATE, ADA)
             goaway: GoAwayFrame | None = None
             refused: RstStreamFrame | None = None
             while goaway is None or refused is None:
@@ -109,7 +137,7 @@ class TestGoaway:
             assert (goaway.last_stream_id, goaway.error_code) == (first, ErrorCodes.NO_ERROR)
             assert refused.error_code == ErrorCodes.REFUSED_STREAM
             assert not drain.done()
-            store.gate.set()
+            held.store.gate.set()
             trailers: dict[str, str] = {}
             answered = False
             while "grpc-status" not in trailers:
@@ -123,8 +151,7 @@ class TestGoaway:
             assert answered
             assert trailers["grpc-status"] == "0"
             await asyncio.wait_for(drain, 5)
-            client.close()
-        assert len(await store.list_page(after=None, limit=10)) == 1
+        assert len(await held.store.list_page(after=None, limit=10)) == 1
 
     async def test_stream_opened_and_cancelled_after_goaway_is_harmless(self) -> None:
         """A stream the client opens and resets in one batch after GOAWAY does not break the drain.
@@ -132,41 +159,28 @@ class TestGoaway:
         grpcio does this: streams above GOAWAY's last id that it had already sent are
         cancelled at once, so the server reads their HEADERS and RST_STREAM together.
         """
-        store = GatedStore()
-        async with serving(store=store) as served:
-            client = await RawH2.connect(served.port)
-            request = bytes(CreateUserRequest(name="Ada", email="ada@example.com"))
-            first = client.call("/people.UserService/CreateUser", frame(request))
-            await asyncio.wait_for(store.entered.wait(), 5)
-            drain = asyncio.create_task(served.server.drain(5))
+        async with held_call() as held:
+            client = held.client
+            drain = asyncio.create_task(held.served.server.drain(5))
             while not isinstance(await client.read_frame(), GoAwayFrame):
                 pass
             late = client.h2.get_next_available_stream_id()
-            client.h2.send_headers(late, client.request_headers("/people.UserService/CreateUser"))
-            client.h2.send_data(late, frame(request), end_stream=True)
+            client.h2.send_headers(late, client.request_headers(CREATE))
+            client.h2.send_data(late, ADA, end_stream=True)
             client.h2.reset_stream(late, error_code=ErrorCodes.CANCEL)
             client.flush()
             await asyncio.sleep(0.05)
-            store.gate.set()
-            assert (await client.answer(first))["grpc-status"] == "0"
+            held.store.gate.set()
+            assert (await client.answer(held.stream_id))["grpc-status"] == "0"
             await asyncio.wait_for(drain, 5)
-            client.close()
-        assert len(await store.list_page(after=None, limit=10)) == 1
+        assert len(await held.store.list_page(after=None, limit=10)) == 1
 
     async def test_grace_period_bounds_the_wait(self) -> None:
         """A call that never finishes is cancelled once the grace period is over."""
-        store = GatedStore()
-        async with serving(store=store) as served:
-            client = await RawH2.connect(served.port)
-            client.call(
-                "/people.UserService/CreateUser",
-                frame(bytes(CreateUserRequest(name="Ada", email="ada@example.com"))),
-            )
-            await asyncio.wait_for(store.entered.wait(), 5)
+        async with held_call() as held:
             started = time.monotonic()
-            await asyncio.wait_for(served.server.drain(0.3), 5)
+            await asyncio.wait_for(held.served.server.drain(0.3), 5)
             assert 0.25 < time.monotonic() - started < 3
-            client.close()
 
 
 class TestHealth:
