@@ -32,14 +32,20 @@ from tests.test_store_contract import make_user
 
 
 class CountingSQLiteStore(SQLiteStore):
-    """A SQLite store that counts how often the users are read in pages."""
+    """A SQLite store that counts how often users are read, in pages and one by one."""
 
     scans = 0
+    gets = 0
 
     async def list_page(self, *, after: Cursor | None, limit: int) -> list[DomainUser]:
         """Count, then read."""
         self.scans += 1
         return await super().list_page(after=after, limit=limit)
+
+    async def get(self, user_id: str) -> DomainUser:
+        """Count, then read."""
+        self.gets += 1
+        return await super().get(user_id)
 
 
 @pytest.fixture
@@ -168,6 +174,22 @@ class TestOtherReads:
             with pytest.raises(GRPCError) as caught:
                 await stub.get_user_by_id(UserIdRequest(id=user.id))
             assert caught.value.status is Status.NOT_FOUND
+
+    async def test_get_user_by_id_is_kept_per_user(
+        self, sqlite_pair: tuple[CountingSQLiteStore, SQLiteStore]
+    ) -> None:
+        """Each user's answer is kept under its own id: repeats read the store once per user."""
+        served, other = sqlite_pair
+        ada, bob = make_user(1), make_user(2)
+        await other.add(ada)
+        await other.add(bob)
+        async with ChannelFor([UserService(UserDirectory(served))]) as channel:
+            stub = UserServiceStub(channel)
+            for _ in range(3):
+                for user in (ada, bob):
+                    got = await stub.get_user_by_id(UserIdRequest(id=user.id))
+                    assert got.email == user.email
+        assert served.gets == 2
 
     async def test_list_users_page_sees_another_process_create(
         self, sqlite_pair: tuple[CountingSQLiteStore, SQLiteStore]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import socket
 import subprocess
@@ -22,7 +23,7 @@ from grpc_tools import protoc
 from people import errors
 from people.client import PeopleClient
 from people.schema import file_descriptor
-from tests.support import ServerProcess, run_cli, running_server
+from tests.support import ServerProcess, people_command, run_cli, running_server
 
 UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
 CREATED = re.compile(rf"User created successfully - ID = (?P<id>{UUID})\n")
@@ -148,6 +149,20 @@ def assert_user_object(value: object) -> dict[str, Any]:
         assert value[key].endswith("Z")
         assert datetime.fromisoformat(value[key]).utcoffset() is not None
     return value
+
+
+def _read_all(fd: int) -> bytes:
+    """Everything left to read from a pseudo-terminal whose other end is closed."""
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(fd, 65536)
+        except OSError:  # Linux reports the closed end of a pty as EIO
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def sqlite_url(path: Path) -> str:
@@ -561,6 +576,36 @@ class TestImportFiles:
         assert list(value) == ["created", "existing", "rejected", "complete"]
         assert (value["created"], value["existing"], value["complete"]) == (0, 1, True)
         assert [item["line"] for item in value["rejected"]] == [2]
+
+    def test_progress_on_a_terminal_only(self, people: People, tmp_path: Path) -> None:
+        """On a terminal, import redraws a progress line on stderr; into a pipe it writes none."""
+        source = tmp_path / "users.jsonl"
+        source.write_text(
+            "".join(
+                json.dumps({"name": "Tty", "email": unique_email("tty")}) + "\n" for _ in range(300)
+            ),
+            encoding="utf-8",
+        )
+        terminal, stderr = os.openpty()
+        try:
+            process = subprocess.Popen(
+                [*people_command(), "import", str(source), "--target", people.target],
+                stdout=subprocess.PIPE,
+                stderr=stderr,
+                env={**os.environ, **NO_CLIENT_SETTINGS},
+                text=True,
+            )
+            os.close(stderr)
+            stdout, _ = process.communicate(timeout=120)
+            drawn = _read_all(terminal).decode()
+        finally:
+            os.close(terminal)
+        assert process.returncode == 0
+        assert stdout == "300 created, 0 already existed, 0 rejected\n"
+        assert "\rimporting 300/300 lines: 300 created" in drawn
+        piped = people("import", str(source))
+        assert "importing" not in piped.stderr
+        assert piped.stdout == "0 created, 300 already existed, 0 rejected\n"
 
     def test_missing_file(self, people: People, tmp_path: Path) -> None:
         """A file that does not exist exits 1 with one line naming it."""
