@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from people.client import PeopleClient
-from people.errors import (
+from people.domain.errors import (
     DeadlineExceeded,
     EmailAlreadyExists,
     InvalidField,

@@ -4,6 +4,6 @@ from __future__ import annotations
 
 import sys
 
-from people.cli import main
+from people.cli.main import main
 
 sys.exit(main())

@@ -43,7 +43,6 @@ from grpclib.client import Channel
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError, ProtocolError, StreamTerminatedError
 
-from people import errors
 from people._gen.people import (
     CreateUserRequest,
     Empty,
@@ -53,6 +52,7 @@ from people._gen.people import (
     UserIdRequest,
     UserServiceStub,
 )
+from people.domain import errors
 
 __all__ = [
     "DEFAULT_TARGET",

@@ -11,9 +11,9 @@ import pytest
 from grpclib.testing import ChannelFor
 
 from people._gen.people import UserServiceStub
-from people.api import UserService
-from people.service import UserDirectory
-from people.store import UserStore
+from people.api.user_service import UserService
+from people.domain.directory import UserDirectory
+from people.domain.ports import UserStore
 from people.store.memory import MemoryStore
 from people.store.postgres import PostgresStore
 from people.store.sqlite import SQLiteStore

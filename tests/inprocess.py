@@ -19,19 +19,20 @@ from h2.connection import H2Connection
 from hpack import Decoder
 from hyperframe.frame import Frame, HeadersFrame, RstStreamFrame
 
-from people.config import Settings
-from people.model import User
-from people.server import bind, build_server, build_services
-from people.store import UserStore
+from people.domain.model import User
+from people.domain.ports import UserStore
+from people.rpc.server import RpcServer
+from people.server.compose import build_server, build_services
+from people.server.settings import Settings
+from people.server.sockets import bind
 from people.store.memory import MemoryStore
-from people.transport import PeopleServer
 
 
 @dataclass
 class Served:
     """A running in-process server."""
 
-    server: PeopleServer
+    server: RpcServer
     port: int
     store: UserStore
 

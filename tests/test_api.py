@@ -12,7 +12,6 @@ from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 from grpclib.testing import ChannelFor
 
-from people import errors
 from people._gen.people import (
     CreateUserRequest,
     CreateUserResponse,
@@ -22,11 +21,12 @@ from people._gen.people import (
     UserIdRequest,
     UserServiceStub,
 )
-from people.api import UserService
-from people.model import User as DomainUser
-from people.service import DEFAULT_PAGE_SIZE, UserDirectory
-from people.status import STATUS_BY_ERROR, status_for
-from people.store import Cursor
+from people.api.status import STATUS_BY_ERROR, status_for
+from people.api.user_service import UserService
+from people.domain import errors
+from people.domain.directory import DEFAULT_PAGE_SIZE, UserDirectory
+from people.domain.model import User as DomainUser
+from people.domain.ports import Cursor
 from people.store.memory import MemoryStore
 from people.store.sqlite import SQLiteStore
 

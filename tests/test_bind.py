@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import socket
 
-from people.server import bind
+from people.server.sockets import bind
 
 
 class TestBind:

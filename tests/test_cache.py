@@ -20,11 +20,11 @@ from people._gen.people import (
     UserIdRequest,
     UserServiceStub,
 )
-from people.api import UserService
-from people.cache import ReadCache
-from people.model import User as DomainUser
-from people.service import UserDirectory
-from people.store import Cursor, UserStore
+from people.api.read_cache import ReadCache
+from people.api.user_service import UserService
+from people.domain.directory import UserDirectory
+from people.domain.model import User as DomainUser
+from people.domain.ports import Cursor, UserStore
 from people.store.memory import MemoryStore
 from people.store.postgres import PostgresStore
 from people.store.sqlite import SQLiteStore

@@ -20,9 +20,9 @@ import pytest
 from google.protobuf import descriptor_pb2
 from grpc_tools import protoc
 
-from people import errors
+from people.cli.schema import file_descriptor
 from people.client import PeopleClient
-from people.schema import file_descriptor
+from people.domain import errors
 from tests.support import ServerProcess, people_command, run_cli, running_server
 
 UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"

@@ -12,12 +12,13 @@ from grpclib.const import Status
 from grpclib.testing import ChannelFor
 
 import people
-from people import PeopleClient, errors
+from people import PeopleClient
 from people._gen.people import ListUsersResponse, User
-from people.api import UserService
+from people.api.user_service import UserService
 from people.client import error_for_status, parse_target
-from people.model import User as DomainUser
-from people.service import UserDirectory
+from people.domain import errors
+from people.domain.directory import UserDirectory
+from people.domain.model import User as DomainUser
 from people.store.memory import MemoryStore
 from tests.inprocess import serving
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import socket
 
-from people.coalesce import CoalescingTransport
+from people.rpc.coalesce import CoalescingTransport
 
 
 class Recording(asyncio.Transport):

@@ -21,7 +21,7 @@ from h2.settings import SettingCodes
 from hyperframe.frame import Frame, GoAwayFrame, SettingsFrame
 
 from people._gen.people import CreateUserRequest, User, UserIdRequest, UserServiceStub
-from people.calls import DEFAULT_QUEUE_TIMEOUT
+from people.rpc.defaults import DEFAULT_QUEUE_TIMEOUT
 from people.store.sqlite import SQLiteStore
 from tests.inprocess import GatedStore, RawH2, Served, frame, serving, until
 

@@ -18,7 +18,7 @@ from people._gen.people import (
     User,
     UserIdRequest,
 )
-from people.codec import PARSE_ERROR
+from people.rpc.strict_codec import PARSE_ERROR
 from tests.support import ServerProcess, running_server
 
 #: Every RPC, with a valid request to mutate.

@@ -13,7 +13,8 @@ from grpclib.const import Cardinality, Status
 from grpclib.exceptions import GRPCError, ProtocolError
 
 from people._gen.people import CreateUserRequest, UserIdRequest, UserServiceStub
-from people.config import DEFAULT_MAX_MESSAGE_BYTES, Settings
+from people.rpc.defaults import DEFAULT_MAX_MESSAGE_BYTES
+from people.server.settings import Settings
 from tests.inprocess import call_raw, frame, serving
 from tests.support import running_server
 

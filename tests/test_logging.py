@@ -20,8 +20,8 @@ from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
 from people._gen.people import CreateUserRequest, Empty, UserIdRequest, UserServiceStub
-from people.accesslog import JsonFormatter, TextFormatter
-from people.model import User
+from people.domain.model import User
+from people.server.logs import JsonFormatter, TextFormatter
 from people.store.memory import MemoryStore
 from tests.inprocess import serving
 from tests.support import ServerProcess, free_args, running_server

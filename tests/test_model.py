@@ -1,4 +1,4 @@
-"""The field rules of people.model: names, emails, ids and etags."""
+"""The field rules of people.domain.model: names, emails, ids and etags."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from people.errors import InvalidField
-from people.model import (
+from people.domain.errors import InvalidField
+from people.domain.model import (
     MAX_EMAIL_LENGTH,
     MAX_ID_LENGTH,
     MAX_NAME_LENGTH,

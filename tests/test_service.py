@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import hmac
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -11,15 +12,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from people.errors import EmailAlreadyExists, InvalidField, StaleVersion, UserNotFound
-from people.model import User, format_etag
-from people.service import (
-    DEFAULT_PAGE_SIZE,
-    MAX_PAGE_SIZE,
-    UserDirectory,
-    decode_page_token,
-    encode_page_token,
-)
+from people.domain.directory import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, UserDirectory
+from people.domain.errors import EmailAlreadyExists, InvalidField, StaleVersion, UserNotFound
+from people.domain.model import User, format_etag
+from people.domain.paging import PageTokens
 from people.store.memory import MemoryStore
 
 START = datetime(2024, 1, 1, tzinfo=UTC)
@@ -37,9 +33,15 @@ class TickingClock:
 
 
 @pytest.fixture
-def directory() -> UserDirectory:
-    """A directory on an empty memory store with a deterministic clock."""
-    return UserDirectory(MemoryStore(), clock=TickingClock())
+def store() -> MemoryStore:
+    """An empty memory store."""
+    return MemoryStore()
+
+
+@pytest.fixture
+def directory(store: MemoryStore) -> UserDirectory:
+    """A directory on the empty memory store with a deterministic clock."""
+    return UserDirectory(store, clock=TickingClock())
 
 
 async def populate(directory: UserDirectory, count: int) -> list[User]:
@@ -66,8 +68,14 @@ async def walk(directory: UserDirectory, page_size: int) -> list[User]:
         token = page.next_page_token
 
 
-def forge_token(payload: bytes) -> str:
-    """Build a token with a correct checksum around an arbitrary payload."""
+def signed_token(key: bytes, payload: bytes) -> str:
+    """A token around an arbitrary payload, signed with ``key`` as the server signs."""
+    mac = hmac.digest(key, payload, hashlib.sha256)[:16]
+    return base64.urlsafe_b64encode(mac + payload).decode().rstrip("=")
+
+
+def unkeyed_token(payload: bytes) -> str:
+    """A token as people once checked them: an unkeyed hash anyone can recompute."""
     check = hashlib.blake2b(payload, digest_size=8, person=b"people-page").digest()
     return base64.urlsafe_b64encode(check + payload).decode().rstrip("=")
 
@@ -457,18 +465,36 @@ class TestListPage:
             b"[" * 100_000,
         ],
     )
-    async def test_well_checksummed_nonsense(
-        self, directory: UserDirectory, payload: bytes
+    async def test_well_signed_nonsense(
+        self, directory: UserDirectory, store: MemoryStore, payload: bytes
     ) -> None:
-        """A token whose checksum is right but whose content is nonsense is an InvalidField."""
+        """A token signed with the store's key but holding nonsense is an InvalidField."""
+        token = signed_token(store.signing_key(), payload)
         with pytest.raises(InvalidField) as caught:
-            await directory.list_page(page_size=1, page_token=forge_token(payload))
+            await directory.list_page(page_size=1, page_token=token)
         assert caught.value.field == "page_token"
 
-    async def test_token_round_trip(self, directory: UserDirectory) -> None:
+    async def test_recomputed_checksum_is_refused(self, directory: UserDirectory) -> None:
+        """A token whose check anyone could recompute (no key) is refused."""
+        users = await populate(directory, 3)
+        payload = f'["{users[0].create_time.isoformat()}","{users[0].id}"]'.encode()
+        with pytest.raises(InvalidField):
+            await directory.list_page(page_size=1, page_token=unkeyed_token(payload))
+
+    async def test_token_of_another_database_is_refused(self, directory: UserDirectory) -> None:
+        """A real token from a directory on another store (another key) is refused here."""
+        other = UserDirectory(MemoryStore(), clock=TickingClock())
+        await populate(other, 3)
+        await populate(directory, 3)
+        token = (await other.list_page(page_size=1, page_token="")).next_page_token
+        with pytest.raises(InvalidField):
+            await directory.list_page(page_size=1, page_token=token)
+
+    async def test_token_round_trip(self, directory: UserDirectory, store: MemoryStore) -> None:
         """A token resumes after exactly the user it was made from."""
         user = await directory.create(name="Ada", email="ada@example.com")
-        assert decode_page_token(encode_page_token(user)) == (user.create_time, user.id)
+        tokens = PageTokens(store.signing_key())
+        assert tokens.cursor(tokens.after(user)) == (user.create_time, user.id)
 
 
 async def walk_from(directory: UserDirectory, page_size: int, token: str) -> list[User]:

@@ -11,10 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from people.errors import EmailAlreadyExists, StaleVersion, StoreUnavailable, UserNotFound
-from people.model import User, normalise_email
-from people.service import UserDirectory
-from people.store import UserStore, open_store
+from people.domain.directory import UserDirectory
+from people.domain.errors import EmailAlreadyExists, StaleVersion, StoreUnavailable, UserNotFound
+from people.domain.model import User, normalise_email
+from people.domain.ports import UserStore
+from people.store import open_store
 from people.store.memory import MemoryStore
 from people.store.sqlite import SQLiteStore
 

@@ -21,8 +21,8 @@ from grpclib.health.v1.health_grpc import HealthStub
 from grpclib.health.v1.health_pb2 import HealthCheckRequest, HealthCheckResponse
 
 from people._gen.people import CreateUserRequest, UserIdRequest, UserServiceStub
-from people.errors import EmailAlreadyExists, InvalidField, StoreUnavailable
-from people.model import User
+from people.domain.errors import EmailAlreadyExists, InvalidField, StoreUnavailable
+from people.domain.model import User
 from people.store import open_store
 from people.store.postgres import SCHEMA_VERSION, PostgresStore
 from tests.postgres import PostgresServer, discard, free_port, started_server

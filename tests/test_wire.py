@@ -9,14 +9,14 @@ from hypothesis import strategies as st
 
 from people._gen.people import ListUsersResponse, UserList
 from people._gen.people import User as UserMessage
-from people.api import user_message
-from people.model import User
-from people.wire import (
+from people.api.answers import (
     EncodedMessage,
     encode_list_users_response,
     encode_user,
     encode_user_list,
 )
+from people.api.user_service import user_message
+from people.domain.model import User
 
 moments = st.datetimes(
     min_value=datetime(1970, 1, 1), max_value=datetime(9999, 12, 31), timezones=st.just(UTC)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from people.errors import EmailAlreadyExists, StaleVersion, UserNotFound
-from people.model import User
-from people.store import Cursor
+import secrets
+
+from people.domain.errors import EmailAlreadyExists, StaleVersion, UserNotFound
+from people.domain.model import User
+from people.domain.ports import Cursor
 
 
 class MemoryStore:
@@ -17,6 +19,7 @@ class MemoryStore:
         self._users: dict[str, User] = {}
         self._ids_by_email: dict[str, str] = {}
         self._changes = 0
+        self._signing_key = secrets.token_bytes(32)
 
     async def add(self, user: User) -> None:
         if user.email_key in self._ids_by_email:
@@ -59,6 +62,9 @@ class MemoryStore:
 
     async def change_token(self) -> int:
         return self._changes
+
+    def signing_key(self) -> bytes:
+        return self._signing_key
 
     async def ping(self) -> bool:
         return True

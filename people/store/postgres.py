@@ -14,6 +14,7 @@ new ones on the next acquire, so once the database is back the same store works.
 from __future__ import annotations
 
 import asyncio
+import secrets
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime
@@ -22,17 +23,16 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import asyncpg
 
-from people.errors import (
+from people.domain.errors import (
     EmailAlreadyExists,
     InvalidField,
     StaleVersion,
     StoreUnavailable,
     UserNotFound,
 )
-from people.model import User
-from people.store import Cursor
+from people.domain.model import User
+from people.domain.ports import Cursor
 
-SCHEMA_VERSION = 1
 #: The key of the advisory lock that serialises migrations across processes.
 MIGRATION_LOCK = 0x70656F706C65  # "people" in ASCII
 #: Migration ``n`` takes the schema from version ``n`` to ``n + 1``.
@@ -50,7 +50,11 @@ _MIGRATIONS: tuple[str, ...] = (
     CREATE UNIQUE INDEX users_email_key ON users (email_key);
     CREATE INDEX users_creation_order ON users (create_time, id);
     """,
+    # Secrets made once per database, such as the key that signs page tokens.
+    "CREATE TABLE secrets (name text PRIMARY KEY, value bytea NOT NULL);",
 )
+SCHEMA_VERSION = len(_MIGRATIONS)
+_SIGNING_KEY_ROW = "page_token_key"
 _COLUMNS = "id, name, email, version, create_time, update_time"
 #: The unique index that decides "email taken".
 _EMAIL_INDEX = "users_email_key"
@@ -74,6 +78,7 @@ class PostgresStore:
         # asyncpg is untyped; the pool stays private so Any goes no further.
         self._pool: Any = pool
         self._acquire_timeout = acquire_timeout
+        self._signing_key = b""
 
     @classmethod
     async def open(
@@ -195,6 +200,9 @@ class PostgresStore:
         # database costs a round trip: no cache is cheaper than a correct one.
         return None
 
+    def signing_key(self) -> bytes:
+        return self._signing_key
+
     async def ping(self) -> bool:
         try:
             with _translated():
@@ -221,10 +229,11 @@ class PostgresStore:
     async def _migrate(self) -> None:
         with _translated():
             async with self._pool.acquire(timeout=self._acquire_timeout) as connection:
-                await _migrate(connection)
+                self._signing_key = await _migrate(connection)
 
 
-async def _migrate(connection: Any) -> None:
+async def _migrate(connection: Any) -> bytes:
+    """Bring the schema up to date under an advisory lock; return the page-token key."""
     async with connection.transaction():
         # Held until commit: a second process waits here, then finds the schema
         # already current.
@@ -246,6 +255,15 @@ async def _migrate(connection: Any) -> None:
             await connection.execute(
                 "INSERT INTO schema_version (version) VALUES ($1)", SCHEMA_VERSION
             )
+        await connection.execute(
+            "INSERT INTO secrets (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
+            _SIGNING_KEY_ROW,
+            secrets.token_bytes(32),
+        )
+        key: bytes = await connection.fetchval(
+            "SELECT value FROM secrets WHERE name = $1", _SIGNING_KEY_ROW
+        )
+    return bytes(key)
 
 
 @contextmanager

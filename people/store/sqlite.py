@@ -9,6 +9,7 @@ not queue behind commits.
 from __future__ import annotations
 
 import asyncio
+import secrets
 import sqlite3
 import threading
 from collections.abc import Callable
@@ -17,26 +18,35 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Self, TypeVar
 
-from people.errors import EmailAlreadyExists, StaleVersion, StoreUnavailable, UserNotFound
-from people.model import User
-from people.store import Cursor
+from people.domain.errors import EmailAlreadyExists, StaleVersion, StoreUnavailable, UserNotFound
+from people.domain.model import User
+from people.domain.ports import Cursor
 
 _T = TypeVar("_T")
 
-SCHEMA_VERSION = 1
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS users (
-    id             TEXT PRIMARY KEY,
-    name           TEXT NOT NULL,
-    email          TEXT NOT NULL,
-    email_key      TEXT NOT NULL,
-    version        INTEGER NOT NULL,
-    create_time_us INTEGER NOT NULL,
-    update_time_us INTEGER NOT NULL
-);
-CREATE UNIQUE INDEX IF NOT EXISTS users_email_key ON users (email_key);
-CREATE INDEX IF NOT EXISTS users_creation_order ON users (create_time_us, id);
-"""
+#: Migration ``n`` takes the schema from version ``n`` to ``n + 1`` (``PRAGMA user_version``).
+#: Only ever append: a released step never changes.
+_MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (
+        """CREATE TABLE IF NOT EXISTS users (
+            id             TEXT PRIMARY KEY,
+            name           TEXT NOT NULL,
+            email          TEXT NOT NULL,
+            email_key      TEXT NOT NULL,
+            version        INTEGER NOT NULL,
+            create_time_us INTEGER NOT NULL,
+            update_time_us INTEGER NOT NULL
+        )""",
+        "CREATE UNIQUE INDEX IF NOT EXISTS users_email_key ON users (email_key)",
+        "CREATE INDEX IF NOT EXISTS users_creation_order ON users (create_time_us, id)",
+    ),
+    (
+        # Secrets made once per database, such as the key that signs page tokens.
+        "CREATE TABLE secrets (name TEXT PRIMARY KEY, value BLOB NOT NULL)",
+    ),
+)
+SCHEMA_VERSION = len(_MIGRATIONS)
+_SIGNING_KEY_ROW = "page_token_key"
 _COLUMNS = "id, name, email, version, create_time_us, update_time_us"
 READ_THREADS = 2
 #: How long a writer waits for another process's lock before giving up.
@@ -56,17 +66,19 @@ class SQLiteStore:
         self._closed = False
         #: Used only on the event loop, for PRAGMA data_version (see change_token).
         self._watcher: sqlite3.Connection | None = None
+        self._signing_key = b""
 
     @classmethod
     async def open(cls, path: str | Path) -> Self:
         """Open (creating if needed) the database file and its schema.
 
         Raises:
-            StoreUnavailable: the file cannot be opened or is not a database.
+            StoreUnavailable: the file cannot be opened, is not a database, or
+                was migrated by a newer people.
         """
         store = cls(Path(path))
         try:
-            await store._write(_migrate)
+            store._signing_key = await store._write(_migrate)
             store._watcher = await store._write(lambda _: store._new_connection())
         except StoreUnavailable:
             await store.aclose()
@@ -167,6 +179,9 @@ class SQLiteStore:
             return None
         return int(row[0])
 
+    def signing_key(self) -> bytes:
+        return self._signing_key
+
     async def ping(self) -> bool:
         try:
             await self._read(lambda db: db.execute("SELECT 1 FROM users LIMIT 1").fetchall())
@@ -235,15 +250,36 @@ class SQLiteStore:
         return connection
 
 
-def _migrate(db: sqlite3.Connection) -> None:
-    (version,) = db.execute("PRAGMA user_version").fetchone()
-    if version > SCHEMA_VERSION:
-        raise sqlite3.DatabaseError(
-            f"schema version {version} is newer than this people ({SCHEMA_VERSION})"
+def _migrate(db: sqlite3.Connection) -> bytes:
+    """Bring the schema up to date in one transaction; return the page-token key.
+
+    ``BEGIN IMMEDIATE`` takes the write lock first, so of several processes
+    opening a new file at once one migrates and the others then find it done.
+    """
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        (version,) = db.execute("PRAGMA user_version").fetchone()
+        if version > SCHEMA_VERSION:
+            raise StoreUnavailable(
+                f"the SQLite database was migrated by a newer people (schema version"
+                f" {version}, this people knows {SCHEMA_VERSION}); upgrade people"
+            )
+        for number, statements in enumerate(_MIGRATIONS[version:], start=version + 1):
+            for statement in statements:
+                db.execute(statement)
+            db.execute(f"PRAGMA user_version = {number}")
+        db.execute(
+            "INSERT OR IGNORE INTO secrets (name, value) VALUES (?, ?)",
+            (_SIGNING_KEY_ROW, secrets.token_bytes(32)),
         )
-    with db:
-        db.executescript(_SCHEMA)
-        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        (key,) = db.execute(
+            "SELECT value FROM secrets WHERE name = ?", (_SIGNING_KEY_ROW,)
+        ).fetchone()
+        db.commit()
+    except BaseException:
+        db.rollback()
+        raise
+    return bytes(key)
 
 
 def _raise_missing_or_stale(db: sqlite3.Connection, user_id: str) -> None:

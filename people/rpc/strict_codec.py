@@ -22,7 +22,7 @@ from grpclib.const import Status
 from grpclib.encoding.base import CodecBase
 from grpclib.exceptions import GRPCError
 
-from people.config import DEFAULT_MAX_MESSAGE_BYTES
+from people.rpc.defaults import DEFAULT_MAX_MESSAGE_BYTES
 
 #: What a client is told when its request does not parse; no parser internals.
 PARSE_ERROR = "error parsing request"

@@ -1,27 +1,29 @@
 """Settings: how a server is configured, read once from the environment and flags.
 
 Nothing below this module reads ``os.environ``; the composition root receives a
-frozen :class:`Settings` and passes the parts down.
+frozen :class:`Settings` and passes the parts down. The command-line flags that
+fill it are declared in :mod:`people.server.flags`.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
+from people.rpc.defaults import (
+    DEFAULT_GRACE_PERIOD,
+    DEFAULT_HANDSHAKE_TIMEOUT,
+    DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_MAX_CONCURRENT_CALLS,
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_MESSAGE_BYTES,
+)
+
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 50051
 DEFAULT_DATABASE = "sqlite:///people.db"
-DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
-DEFAULT_GRACE_PERIOD = 10.0
-DEFAULT_HANDSHAKE_TIMEOUT = 10.0
-DEFAULT_IDLE_TIMEOUT = 300.0
-DEFAULT_MAX_CONNECTIONS = 1000
-DEFAULT_MAX_CONCURRENT_CALLS = 256
-DEFAULT_MAX_STREAMS_PER_CONNECTION = 100
 
 LogFormat = Literal["text", "json"]
 ENV_PREFIX = "PEOPLE_"
@@ -116,98 +118,3 @@ def _parse(name: str, kind: object, raw: str) -> object:
     except ValueError:
         raise SettingsError(f"{ENV_PREFIX}{name.upper()}={raw!r} is not a valid {kind}") from None
     return raw
-
-
-def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
-    """Declare a flag for every setting; each defaults to None so the environment can fill it."""
-    parser.add_argument("--host", help=f"address to listen on (default {DEFAULT_HOST})")
-    parser.add_argument("--port", type=int, help=f"port to listen on (default {DEFAULT_PORT})")
-    parser.add_argument(
-        "--database",
-        help=f"sqlite:///FILE, postgresql://... or memory:// (default {DEFAULT_DATABASE})",
-    )
-    parser.add_argument(
-        "--workers",
-        type=int,
-        help="server processes sharing the port (SO_REUSEPORT; default 1)",
-    )
-    parser.add_argument(
-        "--log-format", dest="log_format", choices=["text", "json"], help="log line format"
-    )
-    parser.add_argument(
-        "--access-log",
-        dest="access_log",
-        action=argparse.BooleanOptionalAction,
-        help="write one log line per call (default on)",
-    )
-    tls = parser.add_argument_group("TLS and authentication")
-    tls.add_argument("--tls-cert", dest="tls_cert", type=Path, help="PEM certificate chain")
-    tls.add_argument("--tls-key", dest="tls_key", type=Path, help="PEM private key")
-    tls.add_argument(
-        "--tls-client-ca",
-        dest="tls_client_ca",
-        type=Path,
-        help="PEM CA bundle; clients must present a certificate it signed (mTLS)",
-    )
-    tls.add_argument(
-        "--token-file",
-        dest="token_file",
-        type=Path,
-        help="file of accepted bearer tokens, one per line",
-    )
-    limits = parser.add_argument_group("limits")
-    limits.add_argument(
-        "--max-receive-message-bytes",
-        dest="max_receive_message_bytes",
-        type=int,
-        help=f"largest request message accepted (default {DEFAULT_MAX_MESSAGE_BYTES})",
-    )
-    limits.add_argument(
-        "--max-send-message-bytes",
-        dest="max_send_message_bytes",
-        type=int,
-        help=f"largest response message sent (default {DEFAULT_MAX_MESSAGE_BYTES})",
-    )
-    limits.add_argument(
-        "--grace-period",
-        dest="grace_period",
-        type=float,
-        help=f"seconds running calls get to finish on shutdown (default {DEFAULT_GRACE_PERIOD})",
-    )
-    limits.add_argument(
-        "--handshake-timeout",
-        dest="handshake_timeout",
-        type=float,
-        help="seconds a new connection has to complete its TLS and HTTP/2 handshake"
-        f" (default {DEFAULT_HANDSHAKE_TIMEOUT})",
-    )
-    limits.add_argument(
-        "--idle-timeout",
-        dest="idle_timeout",
-        type=float,
-        help=f"seconds a connection may stay without calls (default {DEFAULT_IDLE_TIMEOUT})",
-    )
-    limits.add_argument(
-        "--max-connections",
-        dest="max_connections",
-        type=int,
-        help=f"open connections at most (default {DEFAULT_MAX_CONNECTIONS})",
-    )
-    limits.add_argument(
-        "--max-concurrent-calls",
-        dest="max_concurrent_calls",
-        type=int,
-        help=f"calls handled at once; more wait briefly (default {DEFAULT_MAX_CONCURRENT_CALLS})",
-    )
-
-
-def settings_from_arguments(args: argparse.Namespace, environ: Mapping[str, str]) -> Settings:
-    """Combine parsed ``serve`` flags with ``PEOPLE_*`` variables; flags win.
-
-    Raises:
-        SettingsError: a value is malformed or out of range.
-    """
-    names = {field.name for field in dataclasses.fields(Settings)}
-    return Settings.from_env(
-        environ, **{name: value for name, value in vars(args).items() if name in names}
-    )

@@ -3,7 +3,7 @@
 Every error shares one base, :class:`PeopleError`, so callers can catch the
 whole family at once. Errors carry their facts (``user_id``, ``email``,
 ``field``) as attributes; how they travel on the wire is decided elsewhere
-(``people.api`` on the server, ``people.client`` on the client).
+(``people.api.status`` on the server, ``people.client`` on the client).
 """
 
 from __future__ import annotations

@@ -1,23 +1,21 @@
 """UserDirectory: the use cases of the directory, on top of any UserStore.
 
 No gRPC and no SQL here: requests arrive as plain strings, results leave as
-:class:`people.model.User`, and every failure is a :mod:`people.errors` error.
+:class:`people.domain.model.User`, and every failure is a
+:mod:`people.domain.errors` error.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hashlib
-import json
 import uuid
 from collections.abc import AsyncIterator, Callable, Hashable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import UTC, datetime
 
-from people.errors import InvalidField, StaleVersion
-from people.model import User, check_id, normalise_email, normalise_name, parse_etag
-from people.store import Cursor, UserStore
+from people.domain.errors import InvalidField, StaleVersion
+from people.domain.model import User, check_id, normalise_email, normalise_name, parse_etag
+from people.domain.paging import Page, PageTokens
+from people.domain.ports import Cursor, UserStore
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
@@ -27,21 +25,6 @@ _SCAN_BATCH = 1000
 _MAX_UPDATE_ATTEMPTS = 64
 #: Versions start at 1, so this matches no stored user.
 _NEVER_ISSUED_VERSION = 0
-
-
-@dataclass(frozen=True, slots=True)
-class Page:
-    """One page of a listing; ``next_page_token`` is empty on the last page."""
-
-    users: list[User]
-    next_page_token: str
-
-    def first(self, count: int) -> Page:
-        """The first ``count`` users of this page, with a token that resumes after them."""
-        if count >= len(self.users):
-            return self
-        kept = self.users[:count]
-        return Page(users=kept, next_page_token=encode_page_token(kept[-1]))
 
 
 def _now() -> datetime:
@@ -71,6 +54,7 @@ class UserDirectory:
         self._store = store
         self._clock = clock
         self._new_id = new_id
+        self._tokens = PageTokens(store.signing_key())
 
     async def create(self, *, name: str, email: str) -> User:
         """Create a user with a new id.
@@ -123,13 +107,21 @@ class UserDirectory:
         if page_size < 0:
             raise InvalidField("page_size", "must not be negative")
         limit = min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
-        after = decode_page_token(page_token) if page_token else None
+        after = self._tokens.cursor(page_token) if page_token else None
         # One extra row tells whether another page follows without a second query.
         users = await self._store.list_page(after=after, limit=limit + 1)
         if len(users) <= limit:
             return Page(users=users, next_page_token="")
         users = users[:limit]
-        return Page(users=users, next_page_token=encode_page_token(users[-1]))
+        return Page(users=users, next_page_token=self._tokens.after(users[-1]))
+
+    def shorten(self, page: Page, count: int) -> Page:
+        """The first ``count`` users of ``page``, with a token that resumes after them.
+
+        AIP-158 lets a page be shorter than asked: a caller that cannot send a
+        whole page (a message size limit) sends the start of it instead.
+        """
+        return self._tokens.first(page, count)
 
     async def update(
         self, user_id: str, *, name: str = "", email: str = "", etag: str = ""
@@ -190,39 +182,3 @@ class UserDirectory:
             # missing user is still NOT_FOUND: let the store decide which.
             return _NEVER_ISSUED_VERSION
         return version
-
-
-_TOKEN_CHECK_BYTES = 8
-
-
-def encode_page_token(last: User) -> str:
-    """Make an opaque token that resumes a listing after ``last``."""
-    payload = json.dumps([last.create_time.isoformat(), last.id], separators=(",", ":")).encode()
-    check = hashlib.blake2b(payload, digest_size=_TOKEN_CHECK_BYTES, person=b"people-page").digest()
-    return base64.urlsafe_b64encode(check + payload).decode().rstrip("=")
-
-
-def decode_page_token(token: str) -> Cursor:
-    """Read a token made by :func:`encode_page_token`.
-
-    Raises:
-        InvalidField: the token is malformed or was altered.
-    """
-    invalid = InvalidField("page_token", "is not a token this server issued; start from page one")
-    try:
-        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
-    except (binascii.Error, ValueError):
-        raise invalid from None
-    check, payload = raw[:_TOKEN_CHECK_BYTES], raw[_TOKEN_CHECK_BYTES:]
-    expected = hashlib.blake2b(payload, digest_size=_TOKEN_CHECK_BYTES, person=b"people-page")
-    if check != expected.digest():
-        raise invalid
-    try:
-        created, user_id = json.loads(payload)
-        moment = datetime.fromisoformat(created)
-    except (ValueError, TypeError, RecursionError):
-        # RecursionError: deeply nested JSON in a forged token (the check is not a secret).
-        raise invalid from None
-    if not isinstance(user_id, str) or moment.tzinfo is None:
-        raise invalid
-    return (moment, user_id)

@@ -3,7 +3,7 @@
 The parent reserves the port first: it binds a SO_REUSEPORT socket without
 listening on it, so ``--port 0`` resolves to one port that every worker then
 shares (a bound socket that does not listen is never handed connections). Each
-worker is a forked process running the ordinary :func:`people.server.serve`
+worker is a forked process running the ordinary :func:`people.server.process.serve`
 with its own store, health service and drain; the kernel spreads new
 connections across the workers' listening sockets.
 
@@ -26,7 +26,6 @@ import logging
 import multiprocessing
 import os
 import signal
-import socket
 import sys
 import threading
 import time
@@ -34,9 +33,11 @@ from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 from types import FrameType
 
-from people.config import Settings
-from people.errors import PeopleError
-from people.server import _address, _redact, serve
+from people.domain.errors import PeopleError
+from people.server.logs import SAFE, redact_url
+from people.server.process import serve
+from people.server.settings import Settings
+from people.server.sockets import address, reserve_port
 
 log = logging.getLogger("people.workers")
 
@@ -76,23 +77,8 @@ def run(settings: Settings) -> int:
         )
         return EXIT_USAGE
     with reserve_port(settings.host, settings.port) as reserved:
-        address = _address(reserved)
         shared = dataclasses.replace(settings, port=reserved.getsockname()[1])
-        return _Supervisor(shared, address).run()
-
-
-def reserve_port(host: str, port: int) -> socket.socket:
-    """Bind (but do not listen on) a SO_REUSEPORT socket, fixing the port for the workers."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        sock.bind((host, port))
-    except OSError:
-        sock.close()
-        raise
-    return sock
+        return _Supervisor(shared, address(reserved)).run()
 
 
 class _Supervisor:
@@ -155,8 +141,9 @@ class _Supervisor:
                 log.info(
                     "people serving on %s (database %s, %d workers)",
                     self._address,
-                    _redact(self._settings.database),
+                    redact_url(self._settings.database),
                     len(self._workers),
+                    extra={SAFE: True},
                 )
             if self._stop_deadline is not None and time.monotonic() > self._stop_deadline:
                 for worker in alive:

@@ -1,6 +1,6 @@
 """Encoded answers kept while the store says nothing has changed.
 
-The store's change token (:meth:`people.store.UserStore.change_token`) moves
+The store's change token (:meth:`people.domain.ports.UserStore.change_token`) moves
 on every committed write, from any process sharing the database. Entries are
 filed under the token that was current *before* their data was read, and the
 whole cache is emptied when the token moves, so an entry is never older than

@@ -1,7 +1,7 @@
 """The one table from domain errors to gRPC status codes.
 
 The server answers a failed call with :func:`status_for` of its domain error
-(``people.api``); the CLI turns the error a call raised back into the same
+(``people.api.user_service``); the CLI turns the error a call raised back into the same
 status for its exit code. ``people.client`` holds the inverse, status to error.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from grpclib.const import Status
 
-from people import errors
+from people.domain import errors
 
 #: Looked up along the exception's MRO, so a subclass inherits its parent's code.
 STATUS_BY_ERROR: dict[type[errors.PeopleError], Status] = {

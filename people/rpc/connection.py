@@ -1,19 +1,14 @@
-"""Connections: timeouts, a cap, and a drain that tells clients which calls ran.
+"""One HTTP/2 connection: handshake and idle timeouts, and a GOAWAY that keeps answers.
 
-grpclib holds a connection that never sends the HTTP/2 preface forever, accepts
-any number of connections, and its ``Server.close()`` cancels running calls and
-closes h2's state machine, so answers in flight are lost ("stream removed").
-:class:`PeopleServer` keeps grpclib's machinery but builds its own protocol per
-connection, which
+grpclib holds a connection that never sends the HTTP/2 preface forever, and
+closing h2's state machine loses the answers still in flight ("stream
+removed"). :class:`ServerProtocol` is grpclib's protocol plus
 
-- closes connections that do not finish the HTTP/2 handshake in time, and
-  connections without calls for the idle timeout (counted from the end of the
-  last call);
-- refuses connections past the cap;
-- on :meth:`PeopleServer.drain` writes a GOAWAY frame (last stream id = the
-  highest stream accepted) straight to the transport, leaving h2's state open so
-  accepted calls still answer, and refuses later streams with REFUSED_STREAM, so
-  clients know those were never processed and may retry them.
+- a handshake timeout, and an idle timeout counted from the end of the last call;
+- :meth:`ServerProtocol.go_away`, which writes a GOAWAY frame (last stream id =
+  the highest stream accepted) straight to the transport, leaving h2's state
+  open so accepted calls still answer, and refuses later streams with
+  REFUSED_STREAM, so clients know those were never processed and may retry them.
 """
 
 from __future__ import annotations
@@ -21,34 +16,50 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import socket
-import ssl
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
-from grpclib.config import Configuration
-from grpclib.protocol import AbstractHandler, Connection, EventsProcessor, H2Protocol, Stream
-from grpclib.server import Server
 from h2.errors import ErrorCodes
 from h2.events import Event as H2Event
 from h2.events import RemoteSettingsChanged, RequestReceived
 from h2.exceptions import StreamClosedError
 from hyperframe.frame import GoAwayFrame
 
-from people.calls import CallHandler, CallPolicy
-from people.coalesce import CoalescingTransport
-from people.config import (
-    DEFAULT_GRACE_PERIOD,
-    DEFAULT_HANDSHAKE_TIMEOUT,
-    DEFAULT_IDLE_TIMEOUT,
-    DEFAULT_MAX_CONNECTIONS,
+from people.rpc.coalesce import CoalescingTransport
+from people.rpc.internals import (
+    AbstractHandler,
+    Connection,
+    EventsProcessor,
+    H2Protocol,
+    H2Stream,
+    h2_state,
+    raw_transport,
 )
 
-log = logging.getLogger("people.transport")
+log = logging.getLogger("people.rpc.connection")
 
-#: How long streaming calls get to flush their last messages on drain.
-STREAM_SETTLE_SECONDS = 0.1
+
+class ConnectionOwner(Protocol):
+    """What a connection needs from its server (:class:`people.rpc.server.RpcServer`)."""
+
+    @property
+    def handshake_timeout(self) -> float:
+        """Seconds a new connection has to complete the HTTP/2 handshake."""
+        ...
+
+    @property
+    def idle_timeout(self) -> float:
+        """Seconds a connection may stay without calls."""
+        ...
+
+    def admit(self, protocol: ServerProtocol) -> bool:
+        """Register a new connection; False when it must be turned away."""
+        ...
+
+    def forget(self, protocol: ServerProtocol) -> None:
+        """A connection closed."""
+        ...
 
 
 class CallEventsProcessor(EventsProcessor):
@@ -64,7 +75,7 @@ class CallEventsProcessor(EventsProcessor):
         super().__init__(handler, connection)
         self._on_release = on_release
 
-    def register(self, stream: Stream) -> Callable[[], None]:
+    def register(self, stream: H2Stream) -> Callable[[], None]:
         """Register a call's stream; its release also calls ``on_release``."""
         release = super().register(stream)
 
@@ -80,7 +91,7 @@ class CallEventsProcessor(EventsProcessor):
 class ServerProtocol(H2Protocol):
     """grpclib's HTTP/2 protocol plus handshake and idle timeouts and GOAWAY."""
 
-    def __init__(self, *args: Any, server: PeopleServer) -> None:
+    def __init__(self, *args: Any, server: ConnectionOwner) -> None:
         super().__init__(*args)
         self._server = server
         self._timer: asyncio.TimerHandle | None = None
@@ -176,7 +187,7 @@ class ServerProtocol(H2Protocol):
         stream_id = event.stream_id
         if stream_id <= self.goaway_last_stream_id:
             return False
-        h2 = self.connection._connection
+        h2 = h2_state(self.connection)
         # The client may have reset it in the same batch (grpcio does, for streams
         # above the GOAWAY's last id): then nothing is left to refuse.
         with contextlib.suppress(StreamClosedError):
@@ -189,7 +200,7 @@ class ServerProtocol(H2Protocol):
         """Tell the client no stream above the highest accepted one will be served."""
         if self.goaway_last_stream_id is not None or self.connection.is_closing():
             return
-        h2 = self.connection._connection
+        h2 = h2_state(self.connection)
         self.goaway_last_stream_id = h2.highest_inbound_stream_id
         self.connection.flush()
         frame = GoAwayFrame(
@@ -197,7 +208,7 @@ class ServerProtocol(H2Protocol):
             last_stream_id=self.goaway_last_stream_id,
             error_code=ErrorCodes.NO_ERROR,
         )
-        self.connection._transport.write(frame.serialize())
+        raw_transport(self.connection).write(frame.serialize())
 
     def close_if_done(self) -> bool:
         """Close the connection once it carries no calls; return True if closed."""
@@ -205,7 +216,7 @@ class ServerProtocol(H2Protocol):
             return True
         if self.open_streams():
             return False
-        h2 = self.connection._connection
+        h2 = h2_state(self.connection)
         h2.close_connection(last_stream_id=self.goaway_last_stream_id)
         self.connection.flush()
         self.processor.close("server draining")
@@ -215,105 +226,3 @@ class ServerProtocol(H2Protocol):
         """Close the connection now, whatever it still carries (the grace period is over)."""
         if not self.connection.is_closing():
             self.processor.close("server stopped")
-
-
-class PeopleServer(Server):
-    """A grpclib server whose connections are :class:`ServerProtocol` s.
-
-    Args:
-        handlers: The servicers.
-        codec: The message codec.
-        policy: Limits shared by every call.
-        max_connections: Connections past this are closed at once.
-        handshake_timeout: Seconds a new connection has to send the HTTP/2 preface.
-        idle_timeout: Seconds a connection may stay without calls.
-        config: grpclib's HTTP/2 settings.
-    """
-
-    def __init__(
-        self,
-        handlers: Any,
-        *,
-        codec: Any,
-        policy: CallPolicy,
-        max_connections: int = DEFAULT_MAX_CONNECTIONS,
-        handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
-        idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
-        config: Configuration | None = None,
-    ) -> None:
-        super().__init__(handlers, codec=codec, config=config)
-        self.policy = policy
-        self.max_connections = max_connections
-        self.handshake_timeout = handshake_timeout
-        self.idle_timeout = idle_timeout
-        self.protocols: set[ServerProtocol] = set()
-        self.draining = False
-
-    def _protocol_factory(self) -> H2Protocol:
-        self.__gc_step__()
-        handler = CallHandler(
-            self._mapping,
-            self._codec,
-            self._status_details_codec,
-            self.__dispatch__,
-            policy=self.policy,
-        )
-        self._handlers.add(handler)
-        return ServerProtocol(handler, self._config, self._h2_config, server=self)
-
-    def admit(self, protocol: ServerProtocol) -> bool:
-        """Register a new connection; False when it must be turned away."""
-        if self.draining:
-            return False
-        if len(self.protocols) >= self.max_connections:
-            log.warning("refusing a connection: %d connections open", len(self.protocols))
-            return False
-        self.protocols.add(protocol)
-        return True
-
-    def forget(self, protocol: ServerProtocol) -> None:
-        """A connection closed."""
-        self.protocols.discard(protocol)
-
-    async def start_on(self, sock: socket.socket, *, ssl: ssl.SSLContext | None = None) -> None:
-        """Serve on an already bound, listening socket."""
-        loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(
-            self._protocol_factory,
-            sock=sock,
-            ssl=ssl,
-            ssl_handshake_timeout=self.handshake_timeout if ssl is not None else None,
-        )
-        self._server_closed_fut = loop.create_future()
-
-    async def drain(self, grace_period: float = DEFAULT_GRACE_PERIOD) -> None:
-        """Stop accepting, GOAWAY every connection, let accepted calls finish, then close.
-
-        Calls still running after ``grace_period`` seconds are cancelled.
-        """
-        self.draining = True
-        if self._server is not None:
-            self._server.close()
-        for protocol in list(self.protocols):
-            protocol.go_away()
-        deadline = time.monotonic() + grace_period
-        calls = self.policy.unary_calls()
-        if calls:
-            await asyncio.wait(calls, timeout=max(0.0, deadline - time.monotonic()))
-        # Long-lived streams (health Watch) get a moment to send what the drain
-        # changed (NOT_SERVING) before they are cancelled.
-        if self.policy.running:
-            await asyncio.sleep(STREAM_SETTLE_SECONDS)
-        else:
-            await asyncio.sleep(0)  # the last trailers reach the sockets
-        for protocol in list(self.protocols):
-            protocol.close_if_done()
-        if self._server is not None and self._server_closed_fut is not None:
-            self.close()  # cancels the calls that outlived the grace period
-            # Since Python 3.12 asyncio's Server.wait_closed() also waits for
-            # every connection to end, and clients may hold theirs open forever.
-            for protocol in list(self.protocols):
-                protocol.force_close()
-            await self.wait_closed()
-        for protocol in list(self.protocols):
-            protocol.close_if_done()

@@ -1,157 +1,56 @@
 """One gRPC call, from its request headers to its trailers, the way the spec says.
 
-grpclib's ``request_handler`` buffers any request up to 4 GiB, answers a unary
-call with zero or two messages OK or UNKNOWN, sends "method not found" without
-``content-type`` and turns unexpected exceptions into UNKNOWN. This module
-replaces that one function (and the stream it builds) and keeps the rest of
-grpclib: the size limit is checked on the 5-byte prefix before the body is
-read, a unary request must be exactly one message followed by the end of the
-stream, every status goes out with ``content-type``, unexpected exceptions
-become INTERNAL with a generic message (the traceback stays in the server log),
-calls past the concurrency cap wait briefly and then get RESOURCE_EXHAUSTED,
-and every call produces one access-log record.
+grpclib's ``request_handler`` answers a unary call with zero or two messages OK
+or UNKNOWN, sends "method not found" without ``content-type`` and turns
+unexpected exceptions into UNKNOWN. This module replaces that one function and
+keeps the rest of grpclib: requests are read by :class:`people.rpc.stream.CallStream`
+(size limit on the prefix, unary cardinality), every status goes out with
+``content-type``, unexpected exceptions become INTERNAL with a generic message
+(the traceback stays in the server log), calls past the concurrency cap wait
+briefly and then get RESOURCE_EXHAUSTED, and every call produces one access-log
+record.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import struct
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from grpclib.const import Cardinality, Status
 from grpclib.encoding.base import GRPC_CONTENT_TYPE, CodecBase, StatusDetailsCodecBase
-from grpclib.events import _DispatchServerEvents
 from grpclib.exceptions import GRPCError, ProtocolError, StreamTerminatedError
 from grpclib.metadata import Deadline, decode_metadata, encode_grpc_message
-from grpclib.server import Handler
-from grpclib.server import Stream as GrpclibStream
-from grpclib.utils import DeadlineWrapper, Wrapper
 
-from people.accesslog import CallRecord, log_call
-from people.config import DEFAULT_MAX_CONCURRENT_CALLS, DEFAULT_MAX_MESSAGE_BYTES
+from people.rpc.accesslog import CallRecord, log_call
+from people.rpc.internals import (
+    DeadlineWrapper,
+    DispatchServerEvents,
+    H2Stream,
+    HandlerHooks,
+    Wrapper,
+)
+from people.rpc.policy import CallPolicy
+from people.rpc.stream import CallStream
 
 if TYPE_CHECKING:
-    from grpclib import const, protocol
+    from grpclib import const
 
-log = logging.getLogger("people.calls")
+log = logging.getLogger("people.rpc.calls")
 
 #: The message every unexpected failure gets; details go to the server log only.
 INTERNAL_ERROR = "internal server error"
-#: How long a call may wait for a free handler slot before RESOURCE_EXHAUSTED.
-DEFAULT_QUEUE_TIMEOUT = 1.0
 #: Calls that skip the concurrency cap, so probes answer under load.
 UNLIMITED_PREFIXES = ("/grpc.health.v1.Health/",)
 
 _Headers = list[tuple[str, str]]
 
 
-@dataclass
-class CallPolicy:
-    """What every call on a server shares: limits, the handler slots, running calls.
-
-    Args:
-        max_receive_message_bytes: Larger requests are refused before they are read.
-        max_concurrent_calls: Handlers running at once; later calls queue.
-        queue_timeout: How long a queued call waits before RESOURCE_EXHAUSTED.
-    """
-
-    max_receive_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
-    max_concurrent_calls: int = DEFAULT_MAX_CONCURRENT_CALLS
-    queue_timeout: float = DEFAULT_QUEUE_TIMEOUT
-    #: Running calls and whether each is unary (drain waits only for those).
-    running: dict[asyncio.Task[None], bool] = field(default_factory=dict)
-    _slots: asyncio.Semaphore | None = None
-
-    @property
-    def slots(self) -> asyncio.Semaphore:
-        """The handler slots, created on first use inside the running loop."""
-        if self._slots is None:
-            self._slots = asyncio.Semaphore(self.max_concurrent_calls)
-        return self._slots
-
-    def unary_calls(self) -> set[asyncio.Task[None]]:
-        """Running calls that end by themselves (not long-lived streams)."""
-        return {task for task, unary in self.running.items() if unary and not task.done()}
-
-
-class CallStream(GrpclibStream[Any, Any]):
-    """grpclib's server stream with a receive limit and unary cardinality checks."""
-
-    def __init__(self, *args: Any, policy: CallPolicy, record: CallRecord, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._policy = policy
-        self._record = record
-        self._request_done = False
-
-    async def _read(self, size: int) -> bytes:
-        try:
-            return await self._stream.recv_data(size)
-        except AssertionError:  # grpclib's Buffer: the stream ended inside a message
-            raise GRPCError(Status.INTERNAL, "request message is truncated") from None
-
-    async def _recv_bytes(self) -> bytes | None:
-        prefix = await self._read(5)
-        if not prefix:
-            return None
-        if len(prefix) != 5:
-            raise GRPCError(Status.INTERNAL, "request message is truncated")
-        compressed, length = struct.unpack(">?I", prefix)
-        if compressed:
-            raise GRPCError(
-                Status.INTERNAL, "compressed message received, but no compression is negotiated"
-            )
-        limit = self._policy.max_receive_message_bytes
-        if length > limit:
-            raise GRPCError(
-                Status.RESOURCE_EXHAUSTED,
-                f"request message is {length} bytes, more than the server's {limit}-byte limit",
-            )
-        body = await self._read(length) if length else b""
-        if len(body) != length:
-            raise GRPCError(Status.INTERNAL, "request message is truncated")
-        return body
-
-    async def recv_message(self) -> Any:
-        """Receive one request message; a unary request must be exactly one.
-
-        Raises:
-            GRPCError: RESOURCE_EXHAUSTED over the receive limit, INTERNAL for a
-                truncated, compressed, missing or extra message or bytes that do
-                not parse.
-        """
-        unary = not self._cardinality.client_streaming
-        if unary and self._request_done:
-            return None
-        data = await self._recv_bytes()
-        if data is None:
-            if unary:
-                raise GRPCError(Status.INTERNAL, "missing request message for a unary call")
-            return None
-        if unary:
-            if await self._read(5):
-                raise GRPCError(Status.INTERNAL, "too many request messages for a unary call")
-            self._request_done = True
-        message = self._codec.decode(data, self._recv_type)
-        (message,) = await self._dispatch.recv_message(message)
-        self._messages_received += 1
-        self._stream.connection.messages_received += 1
-        self._stream.connection.last_message_received = time.monotonic()
-        return message
-
-    async def send_trailing_metadata(self, *, status: Status = Status.OK, **kwargs: Any) -> None:
-        """Send the trailers and remember the status for the access log."""
-        if self._record.status is None:
-            self._record.status = status
-        await super().send_trailing_metadata(status=status, **kwargs)
-
-
 async def refuse(
-    h2_stream: protocol.Stream,
+    h2_stream: H2Stream,
     status: Status,
     message: str,
     record: CallRecord,
@@ -176,11 +75,11 @@ async def refuse(
 async def handle_call(
     policy: CallPolicy,
     mapping: dict[str, const.Handler],
-    h2_stream: protocol.Stream,
+    h2_stream: H2Stream,
     headers: _Headers,
     codec: CodecBase,
     status_details_codec: StatusDetailsCodecBase | None,
-    dispatch: _DispatchServerEvents,
+    dispatch: DispatchServerEvents,
     release_stream: Callable[[], Any],
 ) -> None:
     """Serve one call; the replacement for ``grpclib.server.request_handler``."""
@@ -260,13 +159,13 @@ async def handle_call(
 
 async def _run(
     method: const.Handler,
-    h2_stream: protocol.Stream,
+    h2_stream: H2Stream,
     headers: _Headers,
     headers_map: dict[str, str],
     deadline: Deadline | None,
     codec: CodecBase,
     status_details_codec: StatusDetailsCodecBase | None,
-    dispatch: _DispatchServerEvents,
+    dispatch: DispatchServerEvents,
     policy: CallPolicy,
     record: CallRecord,
 ) -> None:
@@ -320,18 +219,17 @@ async def _run(
             raise GRPCError(Status.INTERNAL, INTERNAL_ERROR) from None
 
 
-class CallHandler(Handler):
+class CallHandler(HandlerHooks):
     """grpclib's per-connection handler, serving each call with :func:`handle_call`."""
 
     def __init__(self, *args: Any, policy: CallPolicy) -> None:
         super().__init__(*args)
         self.policy = policy
 
-    def accept(
-        self, stream: protocol.Stream, headers: _Headers, release_stream: Callable[[], Any]
-    ) -> None:
+    def serve(
+        self, stream: H2Stream, headers: _Headers, release_stream: Callable[[], Any]
+    ) -> asyncio.Task[None]:
         """Start serving a new call."""
-        self.__gc_step__()
         task = self.loop.create_task(
             handle_call(
                 self.policy,
@@ -344,6 +242,6 @@ class CallHandler(Handler):
                 release_stream,
             )
         )
-        self._tasks[stream] = task
         # Counted from acceptance, so a drain also waits for calls not yet started.
         self.policy.running[task] = True
+        return task

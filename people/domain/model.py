@@ -12,7 +12,7 @@ from datetime import datetime
 
 import email_validator
 
-from people.errors import InvalidField
+from people.domain.errors import InvalidField
 
 MAX_NAME_LENGTH = 200
 MAX_EMAIL_LENGTH = 254

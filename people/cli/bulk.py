@@ -15,12 +15,11 @@ import json
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import IO, Any, Literal
 
-from people import errors
-from people._gen.people import User
+from people.cli.output import user_json
 from people.client import PeopleClient
+from people.domain import errors
 
 Format = Literal["jsonl", "csv"]
 #: CreateUser calls an import keeps in flight: enough to hide the round trip,
@@ -71,22 +70,6 @@ class ImportSummary:
             "rejected": [{"line": r.line, "reason": r.reason} for r in self.rejected],
             "complete": self.failure is None,
         }
-
-
-def user_json(user: User) -> dict[str, str]:
-    """A user as a JSON-ready dict; keys are always the same six, timestamps RFC 3339."""
-    return {
-        "id": user.id,
-        "name": user.name,
-        "email": user.email,
-        "etag": user.etag,
-        "create_time": _timestamp(user.create_time),
-        "update_time": _timestamp(user.update_time),
-    }
-
-
-def _timestamp(value: datetime | None) -> str:
-    return "" if value is None else value.isoformat().replace("+00:00", "Z")
 
 
 def guess_format(path: str) -> Format:

@@ -1,23 +1,50 @@
-"""Fast response encoding: domain users straight to protobuf bytes with upb.
+"""Read answers encoded straight from domain users with upb, and the requests they answer.
 
 betterproto2 builds a Python object per message and encodes it in Python: about
 34 ms for a list of 1,000 users. protobuf's upb (C) encodes the same bytes from
-the same descriptors in a few milliseconds, so the list responses are encoded
+the same descriptors in a few milliseconds, so the read answers are encoded
 here. The bytes are identical to betterproto2's (the tests compare them), and
 :class:`EncodedMessage` lets any grpclib codec send them as they are.
+
+The read RPCs' requests are decoded into upb's objects too; :class:`UserIdFields`
+and :class:`ListUsersFields` say which of their fields the read path uses.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from google.protobuf import message_factory
+from google.protobuf.message import Message
 
 from people._gen.google_proto_descriptor_pool import default_google_proto_descriptor_pool
 from people._gen.people import PEOPLE_PROTO_DESCRIPTOR
-from people.model import User
+from people.domain.model import User
+
+
+class UserIdFields(Protocol):
+    """A decoded ``people.UserIdRequest`` as the read path sees it (upb's object)."""
+
+    @property
+    def id(self) -> str:
+        """The requested user's id."""
+        ...
+
+
+class ListUsersFields(Protocol):
+    """A decoded ``people.ListUsersRequest`` as the read path sees it (upb's object)."""
+
+    @property
+    def page_size(self) -> int:
+        """Users per page; 0 means the default."""
+        ...
+
+    @property
+    def page_token(self) -> str:
+        """Empty for the first page, else a previous answer's ``next_page_token``."""
+        ...
 
 
 class EncodedMessage:
@@ -39,22 +66,23 @@ class EncodedMessage:
         return len(self.data)
 
 
-def message_class(name: str) -> Any:
-    """The upb class of people message ``name``.
+def message_class(name: str) -> type[Message]:
+    """The upb class of people message ``name``, made from the embedded descriptor.
 
-    The API decodes the read RPCs' requests into these (the strict codec
-    validates straight into them), skipping the betterproto2 object a generated
-    handler would get. Any: upb classes are made at run time from descriptors,
-    so their fields are unknown to mypy.
+    The read RPCs decode their requests into these (the strict codec validates
+    straight into them), skipping the betterproto2 object a generated handler
+    would get.
     """
     descriptor = PEOPLE_PROTO_DESCRIPTOR.message_types_by_name[name]
     assert descriptor.file.pool is default_google_proto_descriptor_pool
     return message_factory.GetMessageClass(descriptor)
 
 
-_USER_LIST = message_class("UserList")
-_LIST_USERS_RESPONSE = message_class("ListUsersResponse")
-_USER = message_class("User")
+# Any below: upb makes these classes at run time from descriptors, so mypy
+# knows none of their fields; the tests hold the bytes against betterproto2's.
+_USER_LIST: Any = message_class("UserList")
+_LIST_USERS_RESPONSE: Any = message_class("ListUsersResponse")
+_USER: Any = message_class("User")
 
 
 def _fill(target: Any, user: User) -> None:

@@ -1,0 +1,262 @@
+"""``people.UserService``: generated messages in, domain calls, messages out.
+
+Each handler converts its request, calls :class:`people.domain.directory.UserDirectory`,
+and converts the result back; :func:`people.api.status.status_for` turns domain
+errors into status codes.
+
+The three read RPCs have two implementations that answer with the same bytes.
+The generated, typed methods (:meth:`UserService.get_user_by_id` and friends)
+build betterproto2 messages. The wire serves the read RPCs from a faster path
+instead (:meth:`UserService.__mapping__`): requests decoded into upb's objects,
+answers encoded with upb and kept in a read cache until the store changes.
+``tests/test_read_paths.py`` holds the two against each other over random stores.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+from grpclib.const import Handler, Status
+from grpclib.exceptions import GRPCError
+from grpclib.server import Stream
+
+from people._gen.people import (
+    CreateUserRequest,
+    CreateUserResponse,
+    Empty,
+    ListUsersRequest,
+    ListUsersResponse,
+    UpdateUserResponse,
+    User,
+    UserIdRequest,
+    UserList,
+    UserServiceBase,
+)
+from people.api.answers import (
+    EncodedMessage,
+    ListUsersFields,
+    UserIdFields,
+    encode_list_users_response,
+    encode_user,
+    encode_user_list,
+    message_class,
+)
+from people.api.read_cache import ReadCache
+from people.api.status import status_for
+from people.domain import errors
+from people.domain.directory import UserDirectory
+from people.domain.model import User as DomainUser
+from people.domain.paging import Page
+from people.rpc.defaults import DEFAULT_MAX_MESSAGE_BYTES
+
+_Request = TypeVar("_Request")
+
+
+@contextmanager
+def domain_errors_as_status() -> Iterator[None]:
+    """Re-raise domain errors as GRPCError with their status and message."""
+    try:
+        yield
+    except errors.PeopleError as exc:
+        raise GRPCError(status_for(exc), exc.message) from exc
+
+
+def user_message(user: DomainUser) -> User:
+    """Convert a domain user to its wire message."""
+    return User(
+        id=user.id,
+        name=user.name,
+        email=user.email,
+        etag=user.etag,
+        create_time=user.create_time,
+        update_time=user.update_time,
+    )
+
+
+def _page_message(page: Page) -> ListUsersResponse:
+    return ListUsersResponse(
+        users=[user_message(user) for user in page.users], next_page_token=page.next_page_token
+    )
+
+
+def _encoded_page(page: Page) -> EncodedMessage:
+    return encode_list_users_response(page.users, page.next_page_token)
+
+
+class UserService(UserServiceBase):
+    """people.UserService, served by a :class:`UserDirectory`.
+
+    Args:
+        directory: The use cases behind every RPC.
+        max_send_message_bytes: No answer is larger: GetAllUsers refuses and
+            ListUsers pages shrink to fit.
+    """
+
+    def __init__(
+        self,
+        directory: UserDirectory,
+        *,
+        max_send_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    ) -> None:
+        self._directory = directory
+        self._max_send_message_bytes = max_send_message_bytes
+        #: Encoded read answers, valid until the store's next write (see people.api.read_cache).
+        self._cache: ReadCache[EncodedMessage] = ReadCache()
+
+    def __mapping__(self) -> dict[str, Handler]:
+        """The generated routes, with the read RPCs served by the encoded path."""
+        mapping = super().__mapping__()
+        encoded_routes: dict[str, Callable[[Any], Awaitable[None]]] = {
+            "/people.UserService/GetAllUsers": self._send_all_users,
+            "/people.UserService/ListUsers": self._send_page,
+            "/people.UserService/GetUserById": self._send_user,
+        }
+        for path, send in encoded_routes.items():
+            generated = mapping[path]
+            # The strict codec decodes these requests straight into upb's objects.
+            request_type = message_class(generated.request_type.__name__)
+            mapping[path] = Handler(send, generated.cardinality, request_type, EncodedMessage)
+        return mapping
+
+    # -- the typed read path: betterproto2 messages ----------------------------------
+
+    async def get_user_by_id(self, message: UserIdRequest) -> User:
+        with domain_errors_as_status():
+            return user_message(await self._directory.get(message.id))
+
+    async def list_users(self, message: ListUsersRequest) -> ListUsersResponse:
+        page = await self._page_within_limit(
+            message.page_size, message.page_token, lambda page: len(bytes(_page_message(page)))
+        )
+        return _page_message(page)
+
+    async def get_all_users(self, message: Empty) -> UserList:
+        answer = UserList()
+        size = 0
+        async for batch in self._scan():
+            users = [user_message(user) for user in batch]
+            # Repeated fields concatenate: the answer's size is the sum of its batches'.
+            size += len(bytes(UserList(user=users)))
+            self._check_all_users_size(size)
+            answer.user.extend(users)
+        return answer
+
+    # -- the encoded read path: upb requests in, cached bytes out --------------------
+
+    async def _send_user(self, stream: Stream[UserIdFields, EncodedMessage]) -> None:
+        request = await self._request(stream)
+        user_id = request.id
+        await stream.send_message(
+            await self._cached(("user", user_id), lambda: self._encode_user(user_id))
+        )
+
+    async def _send_page(self, stream: Stream[ListUsersFields, EncodedMessage]) -> None:
+        request = await self._request(stream)
+        size, token = request.page_size, request.page_token
+        await stream.send_message(
+            await self._cached(("page", size, token), lambda: self._encode_page(size, token))
+        )
+
+    async def _send_all_users(self, stream: Stream[object, EncodedMessage]) -> None:
+        await self._request(stream)
+        await stream.send_message(await self._cached("all", self._encode_all_users))
+
+    @staticmethod
+    async def _request(stream: Stream[_Request, EncodedMessage]) -> _Request:
+        request = await stream.recv_message()
+        if request is None:
+            raise GRPCError(Status.INTERNAL, "the request carried no message")
+        return request
+
+    async def _cached(
+        self, key: Hashable, answer: Callable[[], Awaitable[EncodedMessage]]
+    ) -> EncodedMessage:
+        """``await answer()``, or the copy kept under ``key`` since the store last changed."""
+        # The token is read *before* the answer: a write in between then only
+        # makes a kept answer newer than its token, never older.
+        token = await self._directory.change_token()
+        cached = self._cache.get(token, key)
+        if cached is None:
+            cached = await answer()
+            self._cache.put(token, key, cached)
+        return cached
+
+    async def _encode_user(self, user_id: str) -> EncodedMessage:
+        with domain_errors_as_status():
+            return encode_user(await self._directory.get(user_id))
+
+    async def _encode_page(self, page_size: int, page_token: str) -> EncodedMessage:
+        page = await self._page_within_limit(
+            page_size, page_token, lambda page: len(_encoded_page(page))
+        )
+        return _encoded_page(page)
+
+    async def _encode_all_users(self) -> EncodedMessage:
+        # Encoded batch by batch (repeated fields concatenate), stopping as soon as
+        # the answer outgrows the limit: memory stays bounded however many users exist.
+        parts: list[bytes] = []
+        size = 0
+        async for batch in self._scan():
+            part = bytes(encode_user_list(batch))
+            size += len(part)
+            self._check_all_users_size(size)
+            parts.append(part)
+        return EncodedMessage(b"".join(parts))
+
+    # -- what both read paths share -------------------------------------------------
+
+    async def _scan(self) -> AsyncIterator[list[DomainUser]]:
+        with domain_errors_as_status():
+            async for batch in self._directory.scan():
+                yield batch
+
+    def _check_all_users_size(self, size: int) -> None:
+        if size > self._max_send_message_bytes:
+            # Truncating would look like a complete answer; refuse instead.
+            raise GRPCError(
+                Status.RESOURCE_EXHAUSTED,
+                f"the users take more than the server's {self._max_send_message_bytes}"
+                "-byte message limit; page through them with ListUsers instead",
+            )
+
+    async def _page_within_limit(
+        self, page_size: int, page_token: str, encoded_size: Callable[[Page], int]
+    ) -> Page:
+        """The page asked for, shortened until ``encoded_size`` of it fits the send limit."""
+        with domain_errors_as_status():
+            page = await self._directory.list_page(page_size=page_size, page_token=page_token)
+        limit = self._max_send_message_bytes
+        size = encoded_size(page)
+        while size > limit and len(page.users) > 1:
+            # AIP-158 lets a page be shorter than asked: shrink it to fit the
+            # send limit rather than fail, and resume after its last user.
+            fits = int(len(page.users) * limit / size * 0.9)
+            page = self._directory.shorten(page, max(1, min(fits, len(page.users) - 1)))
+            size = encoded_size(page)
+        if size > limit:
+            raise GRPCError(
+                Status.RESOURCE_EXHAUSTED,
+                f"one user takes {size} bytes, more than the server's {limit}-byte message limit",
+            )
+        return page
+
+    # -- writes -----------------------------------------------------------------------
+
+    async def create_user(self, message: CreateUserRequest) -> CreateUserResponse:
+        with domain_errors_as_status():
+            user = await self._directory.create(name=message.name, email=message.email)
+        return CreateUserResponse(id=user.id, message="User created successfully")
+
+    async def update_user(self, message: User) -> UpdateUserResponse:
+        with domain_errors_as_status():
+            await self._directory.update(
+                message.id, name=message.name, email=message.email, etag=message.etag
+            )
+        return UpdateUserResponse(message=f"User with ID {message.id} updated successfully")
+
+    async def delete_user_by_id(self, message: UserIdRequest) -> UpdateUserResponse:
+        with domain_errors_as_status():
+            await self._directory.delete(message.id, etag=message.etag)
+        return UpdateUserResponse(message=f"User with ID {message.id} deleted successfully")

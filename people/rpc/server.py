@@ -1,0 +1,136 @@
+"""The server: a cap on connections, and a drain that lets accepted calls finish.
+
+grpclib accepts any number of connections, and its ``Server.close()`` cancels
+running calls. :class:`RpcServer` keeps grpclib's machinery, builds a
+:class:`people.rpc.connection.ServerProtocol` per connection, turns away
+connections past the cap, and drains as gRPC's own servers do: stop accepting,
+GOAWAY every connection, wait for the accepted calls up to a grace period, then
+close.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import ssl
+import time
+from typing import Any
+
+from grpclib.config import Configuration
+from grpclib.encoding.base import CodecBase, StatusDetailsCodecBase
+from h2.config import H2Configuration
+
+from people.rpc.calls import CallHandler
+from people.rpc.connection import ServerProtocol
+from people.rpc.defaults import (
+    DEFAULT_GRACE_PERIOD,
+    DEFAULT_HANDSHAKE_TIMEOUT,
+    DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_MAX_CONNECTIONS,
+)
+from people.rpc.internals import DispatchServerEvents, H2Protocol, Handler, ServerHooks
+from people.rpc.policy import CallPolicy
+
+log = logging.getLogger("people.rpc.server")
+
+#: How long streaming calls get to flush their last messages on drain.
+STREAM_SETTLE_SECONDS = 0.1
+
+
+class RpcServer(ServerHooks):
+    """A grpclib server whose connections are :class:`ServerProtocol` s.
+
+    Args:
+        handlers: The servicers.
+        codec: The message codec.
+        policy: Limits shared by every call.
+        max_connections: Connections past this are closed at once.
+        handshake_timeout: Seconds a new connection has to send the HTTP/2 preface.
+        idle_timeout: Seconds a connection may stay without calls.
+        config: grpclib's HTTP/2 settings.
+    """
+
+    def __init__(
+        self,
+        handlers: Any,
+        *,
+        codec: Any,
+        policy: CallPolicy,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
+        idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
+        config: Configuration | None = None,
+    ) -> None:
+        super().__init__(handlers, codec=codec, config=config)
+        self.policy = policy
+        self.max_connections = max_connections
+        self.handshake_timeout = handshake_timeout
+        self.idle_timeout = idle_timeout
+        self.protocols: set[ServerProtocol] = set()
+        self.draining = False
+
+    def new_handler(
+        self,
+        mapping: dict[str, Any],
+        codec: CodecBase,
+        status_details_codec: StatusDetailsCodecBase | None,
+        dispatch: DispatchServerEvents,
+    ) -> Handler:
+        """Serve each call with :func:`people.rpc.calls.handle_call` under the shared policy."""
+        return CallHandler(mapping, codec, status_details_codec, dispatch, policy=self.policy)
+
+    def new_protocol(
+        self, handler: Handler, config: Configuration, h2_config: H2Configuration
+    ) -> H2Protocol:
+        """Each connection is a :class:`ServerProtocol` that reports to this server."""
+        return ServerProtocol(handler, config, h2_config, server=self)
+
+    def admit(self, protocol: ServerProtocol) -> bool:
+        """Register a new connection; False when it must be turned away."""
+        if self.draining:
+            return False
+        if len(self.protocols) >= self.max_connections:
+            log.warning("refusing a connection: %d connections open", len(self.protocols))
+            return False
+        self.protocols.add(protocol)
+        return True
+
+    def forget(self, protocol: ServerProtocol) -> None:
+        """A connection closed."""
+        self.protocols.discard(protocol)
+
+    async def start_on(self, sock: socket.socket, *, ssl: ssl.SSLContext | None = None) -> None:
+        """Serve on an already bound, listening socket."""
+        await self.listen_on(sock, ssl=ssl, handshake_timeout=self.handshake_timeout)
+
+    async def drain(self, grace_period: float = DEFAULT_GRACE_PERIOD) -> None:
+        """Stop accepting, GOAWAY every connection, let accepted calls finish, then close.
+
+        Calls still running after ``grace_period`` seconds are cancelled.
+        """
+        self.draining = True
+        self.stop_listening()
+        for protocol in list(self.protocols):
+            protocol.go_away()
+        deadline = time.monotonic() + grace_period
+        calls = self.policy.unary_calls()
+        if calls:
+            await asyncio.wait(calls, timeout=max(0.0, deadline - time.monotonic()))
+        # Long-lived streams (health Watch) get a moment to send what the drain
+        # changed (NOT_SERVING) before they are cancelled.
+        if self.policy.running:
+            await asyncio.sleep(STREAM_SETTLE_SECONDS)
+        else:
+            await asyncio.sleep(0)  # the last trailers reach the sockets
+        for protocol in list(self.protocols):
+            protocol.close_if_done()
+        if self.listening:
+            self.close()  # cancels the calls that outlived the grace period
+            # Since Python 3.12 asyncio's Server.wait_closed() also waits for
+            # every connection to end, and clients may hold theirs open forever.
+            for protocol in list(self.protocols):
+                protocol.force_close()
+            await self.wait_closed()
+        for protocol in list(self.protocols):
+            protocol.close_if_done()
