@@ -206,6 +206,40 @@ class TestOtherReads:
             assert len((await stub.list_users(request)).users) == 2
 
 
+class CountingPostgresStore(PostgresStore):
+    """A PostgreSQL store that counts single-user reads."""
+
+    gets = 0
+
+    async def get(self, user_id: str) -> DomainUser:
+        """Count, then read."""
+        self.gets += 1
+        return await super().get(user_id)
+
+
+@pytest.mark.postgres
+class TestPostgresIsNeverCached:
+    """Replicas write without telling each other, so on PostgreSQL every read asks the database."""
+
+    async def test_every_read_reaches_the_database(self, postgres_url: str) -> None:
+        """Repeating GetUserById reads PostgreSQL each time, and sees another replica's update."""
+        served = await CountingPostgresStore.open(postgres_url)
+        other = await PostgresStore.open(postgres_url)
+        try:
+            user = make_user(1)
+            await other.add(user)
+            async with ChannelFor([UserService(UserDirectory(served))]) as channel:
+                stub = UserServiceStub(channel)
+                for _ in range(3):
+                    assert (await stub.get_user_by_id(UserIdRequest(id=user.id))).name == "user 1"
+                assert served.gets == 3
+                await other.replace(replace(user, name="renamed", version=2), expected_version=1)
+                assert (await stub.get_user_by_id(UserIdRequest(id=user.id))).name == "renamed"
+        finally:
+            await other.aclose()
+            await served.aclose()
+
+
 class TestReadCache:
     """The cache itself: one token at a time, bounded in bytes."""
 

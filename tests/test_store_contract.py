@@ -17,9 +17,20 @@ from people.domain.model import User, normalise_email
 from people.domain.ports import UserStore
 from people.store import open_store
 from people.store.memory import MemoryStore
+from people.store.postgres import PostgresStore
+from people.store.sqlite import SCHEMA_VERSION as SQLITE_SCHEMA_VERSION
 from people.store.sqlite import SQLiteStore
+from tests.postgres import PostgresServer
 
 START = datetime(2024, 5, 17, 12, 0, 0, 123456, tzinfo=UTC)
+#: The SQLite schema as people 0.1 created it (user_version 1), for the migration test.
+SQLITE_SCHEMA_V1 = (
+    "CREATE TABLE users (id TEXT PRIMARY KEY, name TEXT NOT NULL, email TEXT NOT NULL,"
+    " email_key TEXT NOT NULL, version INTEGER NOT NULL, create_time_us INTEGER NOT NULL,"
+    " update_time_us INTEGER NOT NULL)",
+    "CREATE UNIQUE INDEX users_email_key ON users (email_key)",
+    "CREATE INDEX users_creation_order ON users (create_time_us, id)",
+)
 
 
 def make_user(
@@ -281,6 +292,59 @@ class TestDirectoryOverStore:
         assert await directory.get(user.id) == winners[0]
 
 
+class TestSigningKey:
+    """Each database keeps one secret key, so every process that opens it signs alike."""
+
+    async def test_a_key_of_its_own(self, store: UserStore) -> None:
+        """Every store has a key of 32 random bytes."""
+        assert len(store.signing_key()) == 32
+
+    async def test_sqlite_keeps_it_across_reopens_and_processes(self, tmp_path: Path) -> None:
+        """Stores on one file share the key, after a restart too; another file has another key."""
+        first = await SQLiteStore.open(tmp_path / "people.db")
+        second = await SQLiteStore.open(tmp_path / "people.db")
+        await first.aclose()
+        reopened = await SQLiteStore.open(tmp_path / "people.db")
+        elsewhere = await SQLiteStore.open(tmp_path / "other.db")
+        try:
+            assert first.signing_key() == second.signing_key() == reopened.signing_key()
+            assert elsewhere.signing_key() != first.signing_key()
+        finally:
+            for store in (second, reopened, elsewhere):
+                await store.aclose()
+
+    @pytest.mark.postgres
+    async def test_postgres_shares_it_between_replicas(
+        self, postgres_server: PostgresServer
+    ) -> None:
+        """Replicas on one PostgreSQL database share the key; another database has another."""
+        url = await postgres_server.create_database()
+        replicas = [await PostgresStore.open(url) for _ in range(2)]
+        elsewhere = await PostgresStore.open(await postgres_server.create_database())
+        try:
+            assert replicas[0].signing_key() == replicas[1].signing_key()
+            assert elsewhere.signing_key() != replicas[0].signing_key()
+        finally:
+            for store in (*replicas, elsewhere):
+                await store.aclose()
+
+    async def test_page_tokens_outlive_a_restart(self, tmp_path: Path) -> None:
+        """A page token from one server process resumes the listing on the next one."""
+        path = tmp_path / "people.db"
+        before = await SQLiteStore.open(path)
+        users = await add_all(before, 5)
+        page = await UserDirectory(before).list_page(page_size=2, page_token="")
+        await before.aclose()
+        after = await SQLiteStore.open(path)
+        try:
+            rest = await UserDirectory(after).list_page(
+                page_size=10, page_token=page.next_page_token
+            )
+            assert [user.id for user in rest.users] == [user.id for user in users[2:]]
+        finally:
+            await after.aclose()
+
+
 class TestOpenStore:
     """open_store chooses the adapter from a database URL."""
 
@@ -385,6 +449,29 @@ class TestSQLite:
         """A path inside a directory that does not exist gives StoreUnavailable."""
         with pytest.raises(StoreUnavailable):
             await SQLiteStore.open(tmp_path / "no" / "such" / "people.db")
+
+    async def test_migrates_a_version_one_file(self, tmp_path: Path) -> None:
+        """A file made by people's first schema is migrated in place and keeps its users."""
+        path = tmp_path / "people.db"
+        user = make_user(1)
+        with sqlite3.connect(path) as db:
+            for statement in SQLITE_SCHEMA_V1:
+                db.execute(statement)
+            db.execute(
+                "INSERT INTO users VALUES (?, ?, ?, ?, 1, 1715947200123456, 1715947200123456)",
+                (user.id, user.name, user.email, user.email_key),
+            )
+            db.execute("PRAGMA user_version = 1")
+        db.close()
+        store = await SQLiteStore.open(path)
+        try:
+            assert (await store.get(user.id)).email == user.email
+            assert store.signing_key()
+        finally:
+            await store.aclose()
+        with sqlite3.connect(path) as db:
+            assert db.execute("PRAGMA user_version").fetchone() == (SQLITE_SCHEMA_VERSION,)
+        db.close()
 
     async def test_newer_schema(self, tmp_path: Path) -> None:
         """A database written by a newer people is refused with StoreUnavailable."""

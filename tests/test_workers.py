@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import signal
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from multiprocessing.connection import wait
 from pathlib import Path
 
 import pytest
@@ -17,6 +19,7 @@ from grpclib.const import Status
 from grpclib.exceptions import GRPCError, StreamTerminatedError
 
 from people._gen.people import CreateUserRequest, Empty, UserServiceStub
+from people.server.workers import SignalSocket
 from tests.postgres import free_port
 from tests.support import ServerProcess, run_cli, running_server
 
@@ -216,8 +219,60 @@ class TestStartupFailure:
         assert [pid for pid in pids if alive(pid)] == []
 
 
+class TestStartupErrors:
+    """A worker that cannot start fails the server with the one line a single process prints."""
+
+    @pytest.mark.parametrize(
+        "args",
+        [
+            ["--tls-cert", "/nonexistent/cert.pem", "--tls-key", "/nonexistent/key.pem"],
+            ["--token-file", "/nonexistent/tokens"],
+        ],
+        ids=["tls", "token"],
+    )
+    def test_same_line_as_one_process(self, tmp_path: Path, args: list[str]) -> None:
+        """A bad TLS or token file exits 1 with the same `people serve:` line, no traceback."""
+        database = ["--database", f"sqlite:///{tmp_path / 'people.db'}"]
+        single = run_cli("serve", "--port", "0", *database, *args)
+        several = run_cli("serve", "--port", "0", "--workers", "2", *database, *args)
+        assert (single.returncode, several.returncode) == (1, 1), several.stderr
+        expected = [line for line in single.stderr.splitlines() if line.startswith("people serve:")]
+        assert len(expected) == 1, single.stderr
+        assert expected[0] in several.stderr.splitlines()
+        assert "Traceback" not in several.stderr
+
+
 class TestShutdown:
     """Stopping the parent stops every worker; no process outlives it."""
+
+    def test_signals_never_hang_the_parent(self, tmp_path: Path) -> None:
+        """Stopped right after it announces itself, with stderr buffered, the parent always exits.
+
+        A signal handler that logged could interrupt the ready line being written
+        and fail, so the workers were never told to stop (about one start in ten).
+        """
+        database = f"sqlite:///{tmp_path / 'people.db'}"
+        for _ in range(8):
+            with running_server(
+                "--workers", "2", "--database", database, env={"PYTHONUNBUFFERED": ""}
+            ) as server:
+                assert server.stop(signal.SIGINT) == 0, server.output()
+
+    def test_a_worker_that_ignores_sigterm_is_killed(self, tmp_path: Path) -> None:
+        """A worker that does not stop is killed after the grace period; the parent exits 1."""
+        database = f"sqlite:///{tmp_path / 'people.db'}"
+        args = ("--workers", "2", "--grace-period", "1", "--database", database)
+        with running_server(*args) as server:
+            pids = worker_pids(server)
+            os.kill(pids[1], signal.SIGSTOP)
+            try:
+                code = server.stop(signal.SIGTERM)
+            finally:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pids[1], signal.SIGCONT)
+        assert code == 1, server.output()
+        assert "people worker 2 did not stop in time; killing it" in server.output()
+        assert wait_until_gone(pids) == []
 
     @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
     def test_signal_stops_every_worker(self, tmp_path: Path, signum: int) -> None:
@@ -240,6 +295,43 @@ class TestShutdown:
             server.stop(signal.SIGKILL)
             assert wait_until_gone(pids) == [], server.output()
 
+    async def test_a_worker_killed_under_load(self, tmp_path: Path) -> None:
+        """SIGKILL to one worker while 8 connections create users: the parent stops the others
+        and exits 1, and every create that was acknowledged is stored."""
+        database = f"sqlite:///{tmp_path / 'people.db'}"
+        acknowledged: list[str] = []
+        enough = asyncio.Event()
+        args = ("--workers", str(WORKERS), "--grace-period", "2", "--database", database)
+        with running_server(*args) as server:
+            pids = worker_pids(server)
+
+            async def keep_creating(connection: int) -> None:
+                async with channel_to(server) as channel:
+                    stub = UserServiceStub(channel)
+                    for n in range(10_000):
+                        try:
+                            answer = await stub.create_user(
+                                CreateUserRequest(name="K", email=f"k{connection}.{n}@example.com")
+                            )
+                        except (GRPCError, OSError, ConnectionError, StreamTerminatedError):
+                            return
+                        acknowledged.append(answer.id)
+                        if len(acknowledged) >= 40:
+                            enough.set()
+
+            writers = asyncio.gather(*(keep_creating(c) for c in range(8)))
+            await asyncio.wait_for(enough.wait(), 60)
+            os.kill(pids[0], signal.SIGKILL)
+            await asyncio.wait_for(writers, 60)
+            code = await asyncio.to_thread(server.process.wait, 60)
+        assert code == 1, server.output()
+        assert wait_until_gone(pids) == []
+        with running_server("--database", database) as single:
+            async with channel_to(single) as channel:
+                stored = await UserServiceStub(channel).get_all_users(Empty())
+            assert single.stop() == 0, single.output()
+        assert set(acknowledged) <= {user.id for user in stored.user}
+
     @pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGTERM])
     def test_a_lost_worker_stops_the_server(self, tmp_path: Path, signum: int) -> None:
         """When one worker dies or is stopped on its own, the parent stops the others and exits
@@ -252,3 +344,18 @@ class TestShutdown:
         assert code == 1, server.output()
         assert [pid for pid in pids if alive(pid)] == []
         assert "exited unexpectedly" in server.output()
+
+
+class TestWakeup:
+    """The parent's signal handling: signals become bytes on a socket, handlers do nothing."""
+
+    def test_signals_arrive_as_bytes(self) -> None:
+        """SIGTERM and SIGINT while installed run no Python code and are read back in order."""
+        with SignalSocket() as wakeup:
+            os.kill(os.getpid(), signal.SIGTERM)
+            os.kill(os.getpid(), signal.SIGINT)
+            assert wait([wakeup.reader], timeout=5) == [wakeup.reader]
+            time.sleep(0.05)
+            assert wakeup.received() == [signal.SIGTERM, signal.SIGINT]
+            assert wakeup.received() == []
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

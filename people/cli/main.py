@@ -89,14 +89,8 @@ def _run_serve(args: argparse.Namespace) -> int:
 
             return run(settings)
         asyncio.run(serve(settings))
-    except (StartupError, errors.PeopleError) as exc:
+    except StartupError as exc:
         print(f"people serve: {exc}", file=sys.stderr)
-        return EXIT_FAILURE
-    except OSError as exc:
-        print(
-            f"people serve: cannot listen on {settings.host}:{settings.port}: {exc}",
-            file=sys.stderr,
-        )
         return EXIT_FAILURE
     return EXIT_OK
 

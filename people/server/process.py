@@ -15,6 +15,7 @@ from contextlib import AsyncExitStack
 
 from grpclib.health.check import ServiceStatus
 
+from people.domain.errors import PeopleError
 from people.rpc.accesslog import access_log
 from people.rpc.tls import server_context
 from people.server.compose import StartupError, build_server, build_services
@@ -32,12 +33,19 @@ async def serve(settings: Settings, *, on_ready: Callable[[str], None] | None = 
     Args:
         settings: What to serve and where.
         on_ready: Called with ``host:port`` once the socket accepts calls.
+
+    Raises:
+        StartupError: the server cannot start as configured (the database, the
+            port, a TLS or token file); the message says what to fix.
     """
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     access_log.setLevel(logging.INFO if settings.access_log else logging.WARNING)
     async with AsyncExitStack() as stack:
-        store = await open_store(settings.database)
+        try:
+            store = await open_store(settings.database)
+        except PeopleError as exc:
+            raise StartupError(str(exc)) from None
         stack.push_async_callback(store.aclose)
 
         serving = ServiceStatus()

@@ -11,10 +11,18 @@ The first worker starts alone, so it creates or migrates the schema before the
 others open the database (two SQLite processes switching a new file to WAL at
 once can fail with "database is locked"). The parent logs the ready line once
 every worker listens, forwards SIGTERM and SIGINT to the workers, waits for
-them and exits 0 if they all stopped cleanly. If a worker exits on its own the
+them and exits 0 if they all stopped cleanly; a worker still running a few
+seconds after the grace period is killed. If a worker exits on its own the
 parent stops the others and exits 1, leaving restarts to whatever runs people
-(systemd, Kubernetes). Workers watch their parent and stop by themselves if it
-disappears, so none is left orphaned. Linux only (SO_REUSEPORT balancing, fork).
+(systemd, Kubernetes). A worker that cannot start reports why, and the parent
+fails with that same one line. Workers watch their parent and stop by
+themselves if it disappears, so none is left orphaned. Linux only
+(SO_REUSEPORT balancing, fork).
+
+The parent never acts inside a signal handler: signals arrive as bytes on a
+socket (:func:`signal.set_wakeup_fd`) that its one wait watches, beside the
+workers and a timer, so a signal can neither interrupt a log line half-written
+nor be slept through.
 """
 
 from __future__ import annotations
@@ -26,14 +34,15 @@ import logging
 import multiprocessing
 import os
 import signal
+import socket
 import sys
 import threading
 import time
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
-from types import FrameType
+from types import FrameType, TracebackType
 
-from people.domain.errors import PeopleError
+from people.server.compose import StartupError
 from people.server.logs import SAFE, redact_url
 from people.server.process import serve
 from people.server.settings import Settings
@@ -45,7 +54,9 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 #: Extra seconds, beyond the grace period, that stopping workers get before SIGKILL.
-STOP_MARGIN = 10.0
+STOP_MARGIN = 3.0
+#: The parent looks at its workers at least this often, whatever else happens.
+TICK = 1.0
 #: How often a worker checks that its parent is still alive.
 PARENT_CHECK_INTERVAL = 0.5
 _SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -67,7 +78,8 @@ def run(settings: Settings) -> int:
         the settings cannot work with several processes.
 
     Raises:
-        OSError: the port cannot be reserved.
+        StartupError: the port cannot be reserved, or a worker could not start
+            (the message is the worker's, as one process would have said it).
     """
     if settings.database.startswith("memory:"):
         print(
@@ -76,9 +88,61 @@ def run(settings: Settings) -> int:
             file=sys.stderr,
         )
         return EXIT_USAGE
-    with reserve_port(settings.host, settings.port) as reserved:
+    try:
+        reserved = reserve_port(settings.host, settings.port)
+    except OSError as exc:
+        raise StartupError(
+            f"cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}"
+        ) from None
+    with reserved:
         shared = dataclasses.replace(settings, port=reserved.getsockname()[1])
         return _Supervisor(shared, address(reserved)).run()
+
+
+class SignalSocket:
+    """Signals delivered as bytes on a socket, for a wait to watch.
+
+    While installed, SIGINT and SIGTERM run a handler that does nothing; the
+    interpreter's own C-level handler writes each signal's number to the socket.
+    """
+
+    def __init__(self) -> None:
+        self.reader, self._writer = socket.socketpair()
+        self.reader.setblocking(False)
+        self._writer.setblocking(False)
+        self._handlers = {signum: signal.signal(signum, _ignore) for signum in _SIGNALS}
+        self._previous_fd = signal.set_wakeup_fd(self._writer.fileno(), warn_on_full_buffer=False)
+
+    def __enter__(self) -> SignalSocket:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        signal.set_wakeup_fd(self._previous_fd)
+        for signum, handler in self._handlers.items():
+            signal.signal(signum, handler)
+        self.close()
+
+    def received(self) -> list[int]:
+        """The signals delivered since the last call, in order."""
+        data = b""
+        with contextlib.suppress(BlockingIOError):
+            while chunk := self.reader.recv(4096):
+                data += chunk
+        return list(data)
+
+    def close(self) -> None:
+        """Close both ends (in a forked worker, which must not write to its parent's)."""
+        self.reader.close()
+        self._writer.close()
+
+
+def _ignore(signum: int, frame: FrameType | None) -> None:
+    """A Python-level handler that does nothing: the wakeup socket carries the signal."""
 
 
 class _Supervisor:
@@ -88,21 +152,20 @@ class _Supervisor:
         self._workers: list[_Worker] = []
         self._stopping = False
         self._failed = False
+        self._startup_error: str | None = None
         self._stop_deadline: float | None = None
 
     def run(self) -> int:
-        handlers = {signum: signal.signal(signum, self._on_signal) for signum in _SIGNALS}
-        try:
+        with SignalSocket() as wakeup:
             # The first worker opens (and if need be migrates) the database alone;
             # the others start once it listens (see _supervise).
-            self._start([1])
-            self._supervise()
-        finally:
-            for signum, handler in handlers.items():
-                signal.signal(signum, handler)
+            self._start([1], wakeup)
+            self._supervise(wakeup)
+        if self._startup_error is not None:
+            raise StartupError(self._startup_error)
         return EXIT_FAILED if self._failed else EXIT_OK
 
-    def _start(self, indexes: list[int]) -> None:
+    def _start(self, indexes: list[int], wakeup: SignalSocket) -> None:
         # A signal arriving mid-fork waits until the new workers exist, so it is
         # forwarded to them too; each worker unblocks signals for itself.
         previous = signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
@@ -112,7 +175,7 @@ class _Supervisor:
                 receiver, sender = context.Pipe(duplex=False)
                 process = context.Process(
                     target=_work,
-                    args=(self._settings, index, os.getpid(), sender),
+                    args=(self._settings, index, os.getpid(), sender, wakeup),
                     name=f"people-worker-{index}",
                 )
                 process.start()
@@ -122,19 +185,25 @@ class _Supervisor:
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
-    def _supervise(self) -> None:
+    def _supervise(self, wakeup: SignalSocket) -> None:
         announced = False
         while alive := [worker for worker in self._workers if worker.process.exitcode is None]:
             waiting = [worker.ready for worker in alive if worker.ready is not None]
             sentinels = {worker.process.sentinel: worker for worker in alive}
-            for event in wait([*waiting, *sentinels], timeout=self._wait_timeout()):
-                if isinstance(event, int):
+            ready = wait([wakeup.reader, *waiting, *sentinels], timeout=self._wait_timeout())
+            for event in ready:
+                if event is wakeup.reader:
+                    for signum in wakeup.received():
+                        self._on_signal(signum)
+                elif isinstance(event, int):
                     self._on_exit(sentinels[event])
                 else:
                     self._on_ready(event)
+            if self._stop_deadline is not None and time.monotonic() > self._stop_deadline:
+                self._kill_the_rest()
             if len(self._workers) < self._settings.workers and not self._stopping:
                 if self._workers[0].listening:
-                    self._start(list(range(2, self._settings.workers + 1)))
+                    self._start(list(range(2, self._settings.workers + 1)), wakeup)
                 continue
             if not (announced or self._stopping) and all(w.listening for w in self._workers):
                 announced = True
@@ -145,26 +214,31 @@ class _Supervisor:
                     len(self._workers),
                     extra={SAFE: True},
                 )
-            if self._stop_deadline is not None and time.monotonic() > self._stop_deadline:
-                for worker in alive:
-                    log.error("people worker %d did not stop in time; killing it", worker.index)
-                    worker.process.kill()
-                self._failed = True
-                self._stop_deadline = None
 
-    def _wait_timeout(self) -> float | None:
+    def _wait_timeout(self) -> float:
         if self._stop_deadline is None:
-            return None
-        return max(0.0, self._stop_deadline - time.monotonic())
+            return TICK
+        return max(0.0, min(TICK, self._stop_deadline - time.monotonic()))
+
+    def _kill_the_rest(self) -> None:
+        for worker in self._workers:
+            if worker.process.exitcode is None:
+                log.error("people worker %d did not stop in time; killing it", worker.index)
+                worker.process.kill()
+        self._failed = True
+        self._stop_deadline = None
 
     def _on_ready(self, connection: object) -> None:
         for worker in self._workers:
             if worker.ready is not None and worker.ready is connection:
                 try:
-                    worker.ready.recv()
-                    worker.listening = True
+                    outcome, detail = worker.ready.recv()
                 except EOFError:
                     pass  # It died first; its sentinel says so.
+                else:
+                    worker.listening = outcome == "ready"
+                    if outcome == "failed" and self._startup_error is None:
+                        self._startup_error = detail
                 worker.ready.close()
                 worker.ready = None
 
@@ -184,7 +258,7 @@ class _Supervisor:
         if not self._stopping:
             self._stop(signal.SIGTERM)
 
-    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+    def _on_signal(self, signum: int) -> None:
         if not self._stopping:
             log.info("people stopping %d workers", len(self._workers))
         self._stop(signum)
@@ -216,8 +290,14 @@ class _ReadyLineFilter(logging.Filter):
         return True
 
 
-def _work(settings: Settings, index: int, parent: int, ready: Connection) -> None:
+def _work(
+    settings: Settings, index: int, parent: int, ready: Connection, wakeup: SignalSocket
+) -> None:
     """A worker process's whole life: serve until signalled, or until the parent is gone."""
+    # Signals are still blocked here (see _Supervisor._start): stop writing them
+    # to the parent's wakeup socket before any can arrive.
+    signal.set_wakeup_fd(-1)
+    wakeup.close()
     # Its own process group: a terminal's Ctrl-C reaches only the parent, which
     # forwards it once.
     os.setpgid(0, 0)
@@ -225,7 +305,7 @@ def _work(settings: Settings, index: int, parent: int, ready: Connection) -> Non
     threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
 
     def on_ready(address: str) -> None:
-        ready.send(address)
+        ready.send(("ready", address))
         ready.close()
 
     # Until serve() installs its own handlers, a stop request ends the worker quietly.
@@ -234,8 +314,9 @@ def _work(settings: Settings, index: int, parent: int, ready: Connection) -> Non
     signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNALS)
     try:
         asyncio.run(serve(settings, on_ready=on_ready))
-    except (OSError, PeopleError) as exc:
-        log.error("people worker %d cannot serve: %s", index, exc)
+    except StartupError as exc:
+        with contextlib.suppress(OSError):
+            ready.send(("failed", str(exc)))
         sys.exit(EXIT_FAILED)
 
 
