@@ -17,7 +17,7 @@ from grpclib.health.check import ServiceStatus
 from h2.config import H2Configuration
 from h2.connection import H2Connection
 from hpack import Decoder
-from hyperframe.frame import Frame, HeadersFrame, RstStreamFrame
+from hyperframe.frame import Frame, HeadersFrame, PingFrame, RstStreamFrame
 
 from people.domain.model import User
 from people.domain.ports import UserStore
@@ -224,6 +224,30 @@ class RawH2:
             elif isinstance(received, RstStreamFrame) and received.stream_id == stream_id:
                 headers[":reset"] = str(received.error_code)
                 return headers
+
+    async def answers(self, stream_ids: list[int]) -> dict[int, dict[str, str]]:
+        """Read until every stream in ``stream_ids`` ends; return each one's headers, trailers."""
+        pending = set(stream_ids)
+        found: dict[int, dict[str, str]] = {stream_id: {} for stream_id in stream_ids}
+        while pending:
+            received = await self.read_frame()
+            if isinstance(received, HeadersFrame):
+                decoded = self.decode(received)
+                if received.stream_id in pending:
+                    found[received.stream_id].update(decoded)
+                    if "END_STREAM" in received.flags:
+                        pending.discard(received.stream_id)
+            elif isinstance(received, RstStreamFrame) and received.stream_id in pending:
+                found[received.stream_id][":reset"] = str(received.error_code)
+                pending.discard(received.stream_id)
+        return found
+
+    def answer_ping(self, ping: Frame) -> bool:
+        """Acknowledge ``ping`` if it is a PING the server sent; return whether it was."""
+        if not isinstance(ping, PingFrame) or "ACK" in ping.flags:
+            return False
+        self.writer.write(PingFrame(0, opaque_data=ping.opaque_data, flags=["ACK"]).serialize())
+        return True
 
     def decode(self, headers_frame: HeadersFrame) -> dict[str, str]:
         """Decode a HEADERS frame's block (in the order frames arrived)."""

@@ -21,6 +21,7 @@ from h2.settings import SettingCodes
 from hyperframe.frame import Frame, GoAwayFrame, SettingsFrame
 
 from people._gen.people import CreateUserRequest, User, UserIdRequest, UserServiceStub
+from people.rpc.connection import ALL_STREAMS
 from people.rpc.defaults import DEFAULT_QUEUE_TIMEOUT
 from people.store.sqlite import SQLiteStore
 from tests.inprocess import GatedStore, RawH2, Served, frame, serving, until
@@ -118,9 +119,10 @@ class TestIdleTimeout:
             frames, closed_at = await frames_until_eof(client, IDLE + SLACK)
             client.close()
         goaways = [received for received in frames if isinstance(received, GoAwayFrame)]
-        assert goaways, frames
-        assert goaways[0].error_code == ErrorCodes.NO_ERROR
-        assert goaways[0].last_stream_id == 0
+        assert [(goaway.last_stream_id, goaway.error_code) for goaway in goaways] == [
+            (ALL_STREAMS, ErrorCodes.NO_ERROR),
+            (0, ErrorCodes.NO_ERROR),
+        ], frames
         # Not the handshake timer: the handshake finished, so the idle timer closed it.
         assert closed_at - started >= IDLE * 0.9
 
@@ -288,8 +290,9 @@ class TestConcurrencyCap:
 class TestStreamFlood:
     """A client that ignores SETTINGS_MAX_CONCURRENT_STREAMS."""
 
-    async def test_flood_does_not_hurt_another_connection(self) -> None:
-        """150 streams at once close only the flooder's connection; other clients' calls succeed."""
+    async def test_streams_past_the_limit_are_refused_alone(self) -> None:
+        """150 streams at once: 100 are answered, 50 refused with REFUSED_STREAM; the
+        connection lives on, and another client's calls all succeed meanwhile."""
         async with serving() as served:
             channel = served.channel()
             stub = UserServiceStub(channel)
@@ -303,17 +306,18 @@ class TestStreamFlood:
                 for _ in range(50)
             ]
             request = frame(bytes(UserIdRequest(id=created.id)))
-            for _ in range(150):
-                flooder.call(GET, request)
+            streams = [flooder.call(GET, request) for _ in range(150)]
+            outcomes = list((await flooder.answers(streams)).values())
             answers = await asyncio.gather(*others)
-            _, _ = await frames_until_eof(flooder, SLACK)
+            # The same connection still serves.
+            again = await flooder.answer(flooder.call(GET, request))
             flooder.close()
-            after = await stub.get_user_by_id(UserIdRequest(id=created.id))
-            await until(lambda: not served.server.policy.running)
-            assert len(served.server.protocols) == 1
             channel.close()
+        refused = [o for o in outcomes if o.get(":reset") == str(ErrorCodes.REFUSED_STREAM)]
+        answered = [o for o in outcomes if o.get("grpc-status") == "0"]
+        assert (len(answered), len(refused)) == (100, 50)
+        assert again["grpc-status"] == "0"
         assert [answer.email for answer in answers] == ["ada@x.org"] * 50
-        assert after.email == "ada@x.org"
 
 
 class TestCancelledWrites:

@@ -10,13 +10,15 @@ from concurrent.futures import Future
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import grpc
 from grpclib.health.v1.health_pb2 import HealthCheckRequest, HealthCheckResponse
 from h2.errors import ErrorCodes
-from hyperframe.frame import DataFrame, GoAwayFrame, HeadersFrame, RstStreamFrame
+from hyperframe.frame import Frame, GoAwayFrame, HeadersFrame, PingFrame
 
 from people._gen.people import CreateUserRequest, CreateUserResponse, User, UserIdRequest
+from people.rpc.connection import ALL_STREAMS
 from tests.inprocess import GatedStore, RawH2, Served, frame, serving, until
 from tests.support import running_server
 
@@ -88,6 +90,19 @@ class TestSigterm:
 CREATE = "/people.UserService/CreateUser"
 #: The one CreateUser a GOAWAY test holds in the store while the server drains.
 ADA = frame(bytes(CreateUserRequest(name="Ada", email="ada@example.com")))
+BOB = frame(bytes(CreateUserRequest(name="Bob", email="bob@example.com")))
+
+F = TypeVar("F", bound=Frame)
+
+
+async def next_frame(client: RawH2, kind: type[F]) -> F:
+    """The next frame of ``kind`` the server sends, decoding the header blocks on the way."""
+    while True:
+        received = await client.read_frame()
+        if isinstance(received, HeadersFrame):
+            client.decode(received)
+        if isinstance(received, kind):
+            return received
 
 
 @dataclass
@@ -117,41 +132,41 @@ async def held_call() -> AsyncIterator[HeldCall]:
 class TestGoaway:
     """What a connection sees when the server drains, frame by frame."""
 
-    async def test_accepted_call_finishes_and_later_stream_is_refused(self) -> None:
-        """GOAWAY names the last accepted stream, which still answers; a later one is REFUSED."""
+    async def test_two_phase_goaway(self) -> None:
+        """GOAWAY(2^31-1) and a PING first: a stream sent before the PING's answer is still
+        served; the second GOAWAY names it, and a stream sent after that is REFUSED."""
         async with held_call() as held:
             client, first = held.client, held.stream_id
             drain = asyncio.create_task(held.served.server.drain(5))
-            await asyncio.sleep(0.05)
-            second = client.call(CREATE, ADA)
-            goaway: GoAwayFrame | None = None
-            refused: RstStreamFrame | None = None
-            while goaway is None or refused is None:
-                received = await client.read_frame()
-                if isinstance(received, GoAwayFrame):
-                    goaway = received
-                elif isinstance(received, RstStreamFrame) and received.stream_id == second:
-                    refused = received
-                elif isinstance(received, HeadersFrame):
-                    client.decode(received)
-            assert (goaway.last_stream_id, goaway.error_code) == (first, ErrorCodes.NO_ERROR)
-            assert refused.error_code == ErrorCodes.REFUSED_STREAM
+            goaway = await next_frame(client, GoAwayFrame)
+            assert (goaway.last_stream_id, goaway.error_code) == (ALL_STREAMS, ErrorCodes.NO_ERROR)
+            ping = await next_frame(client, PingFrame)
+            # Sent in flight, as a proxy would: before it could have seen the GOAWAY.
+            second = client.call(CREATE, BOB)
+            client.answer_ping(ping)
+            final = await next_frame(client, GoAwayFrame)
+            assert (final.last_stream_id, final.error_code) == (second, ErrorCodes.NO_ERROR)
+            third = client.call(CREATE, frame(bytes(CreateUserRequest(name="C", email="c@x.org"))))
+            refused = await client.answers([third])
+            assert refused[third][":reset"] == str(ErrorCodes.REFUSED_STREAM)
             assert not drain.done()
+            await until(lambda: held.store.waiting == 2)
             held.store.gate.set()
-            trailers: dict[str, str] = {}
-            answered = False
-            while "grpc-status" not in trailers:
-                received = await client.read_frame()
-                if isinstance(received, DataFrame) and received.stream_id == first:
-                    answered = True
-                elif isinstance(received, HeadersFrame):
-                    headers = client.decode(received)
-                    if received.stream_id == first:
-                        trailers.update(headers)
-            assert answered
-            assert trailers["grpc-status"] == "0"
+            answered = await client.answers([first, second])
             await asyncio.wait_for(drain, 5)
-        assert len(await held.store.list_page(after=None, limit=10)) == 1
+        assert [answered[first]["grpc-status"], answered[second]["grpc-status"]] == ["0", "0"]
+        assert len(await held.store.list_page(after=None, limit=10)) == 2
+
+    async def test_final_goaway_without_the_pings_answer(self) -> None:
+        """A client that never answers the PING still gets the final GOAWAY, after a second."""
+        async with held_call() as held:
+            client, first = held.client, held.stream_id
+            drain = asyncio.create_task(held.served.server.drain(5))
+            goaways = [await next_frame(client, GoAwayFrame) for _ in range(2)]
+            held.store.gate.set()
+            assert (await client.answers([first]))[first]["grpc-status"] == "0"
+            await asyncio.wait_for(drain, 5)
+        assert [goaway.last_stream_id for goaway in goaways] == [ALL_STREAMS, first]
 
     async def test_stream_opened_and_cancelled_after_goaway_is_harmless(self) -> None:
         """A stream the client opens and resets in one batch after GOAWAY does not break the drain.
@@ -162,8 +177,9 @@ class TestGoaway:
         async with held_call() as held:
             client = held.client
             drain = asyncio.create_task(held.served.server.drain(5))
-            while not isinstance(await client.read_frame(), GoAwayFrame):
-                pass
+            client.answer_ping(await next_frame(client, PingFrame))
+            final = await next_frame(client, GoAwayFrame)
+            assert final.last_stream_id == held.stream_id
             late = client.h2.get_next_available_stream_id()
             client.h2.send_headers(late, client.request_headers(CREATE))
             client.h2.send_data(late, ADA, end_stream=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import importlib
 import inspect
 import textwrap
 from pathlib import Path
@@ -10,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from people.rpc import internals
-from people.rpc.internals import RELIED_ON
+from people.rpc.internals import RELIED_ON, RELIED_ON_FUNCTIONS
 
 PACKAGE = Path(internals.__file__).resolve().parents[1]
 #: grpclib modules with no documented API: only people/rpc/internals.py imports them.
@@ -57,6 +58,16 @@ class TestReliedOn:
         assert present, (
             f"{cls.__module__}.{cls.__qualname__}.{name} is gone from the installed"
             f" {cls.__module__.split('.')[0]}; people/rpc/internals.py relies on it"
+        )
+
+    @pytest.mark.parametrize(
+        ("module", "name"),
+        [(module, name) for module, names in RELIED_ON_FUNCTIONS.items() for name in names],
+    )
+    def test_function_exists(self, module: str, name: str) -> None:
+        """Every private function people.rpc calls is still defined by the installed package."""
+        assert hasattr(importlib.import_module(module), name), (
+            f"{module}.{name} is gone; people/rpc/internals.py relies on it"
         )
 
     def test_the_check_can_fail(self) -> None:

@@ -1,14 +1,22 @@
 """One gRPC call, from its request headers to its trailers, the way the spec says.
 
 grpclib's ``request_handler`` answers a unary call with zero or two messages OK
-or UNKNOWN, sends "method not found" without ``content-type`` and turns
-unexpected exceptions into UNKNOWN. This module replaces that one function and
-keeps the rest of grpclib: requests are read by :class:`people.rpc.stream.CallStream`
-(size limit on the prefix, unary cardinality), every status goes out with
-``content-type``, unexpected exceptions become INTERNAL with a generic message
-(the traceback stays in the server log), calls past the concurrency cap wait
-briefly and then get RESOURCE_EXHAUSTED, and every call produces one access-log
-record.
+or UNKNOWN, sends "method not found" without ``content-type``, turns unexpected
+exceptions into UNKNOWN, and lets a call hold resources while its client takes
+its time. :class:`CallHandler` replaces it and keeps the rest of grpclib:
+
+- every status goes out with ``content-type``; unexpected exceptions become
+  INTERNAL with a generic message (the traceback stays in the server log);
+- the request is read (by :class:`people.rpc.stream.CallStream`: size limit on
+  the prefix, exactly one message) *before* the call takes a handler slot, and
+  must arrive within the request timeout, so a client that never sends its body
+  holds no slot, and gives up its stream;
+- unary calls take one of the policy's slots, streaming calls one of a separate
+  set (and a few per connection), so long-lived streams cannot eat unary slots;
+  a call that finds no slot within the queue timeout gets RESOURCE_EXHAUSTED;
+- a unary call runs at most the server's maximum call duration, or its own
+  deadline when that is shorter;
+- every call produces one access-log record.
 """
 
 from __future__ import annotations
@@ -16,23 +24,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
-from contextlib import nullcontext
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager, nullcontext
 from typing import TYPE_CHECKING, Any
 
 from grpclib.const import Cardinality, Status
-from grpclib.encoding.base import GRPC_CONTENT_TYPE, CodecBase, StatusDetailsCodecBase
+from grpclib.encoding.base import GRPC_CONTENT_TYPE
 from grpclib.exceptions import GRPCError, ProtocolError, StreamTerminatedError
 from grpclib.metadata import Deadline, decode_metadata, encode_grpc_message
 
 from people.rpc.accesslog import CallRecord, log_call
-from people.rpc.internals import (
-    DeadlineWrapper,
-    DispatchServerEvents,
-    H2Stream,
-    HandlerHooks,
-    Wrapper,
-)
+from people.rpc.internals import DeadlineWrapper, H2Stream, HandlerHooks, Wrapper
 from people.rpc.policy import CallPolicy
 from people.rpc.stream import CallStream
 
@@ -43,7 +45,7 @@ log = logging.getLogger("people.rpc.calls")
 
 #: The message every unexpected failure gets; details go to the server log only.
 INTERNAL_ERROR = "internal server error"
-#: Calls that skip the concurrency cap, so probes answer under load.
+#: Calls that skip the unary concurrency cap, so probes answer under load.
 UNLIMITED_PREFIXES = ("/grpc.health.v1.Health/",)
 
 _Headers = list[tuple[str, str]]
@@ -72,38 +74,79 @@ async def refuse(
         h2_stream.reset_nowait()
 
 
-async def handle_call(
-    policy: CallPolicy,
-    mapping: dict[str, const.Handler],
-    h2_stream: H2Stream,
-    headers: _Headers,
-    codec: CodecBase,
-    status_details_codec: StatusDetailsCodecBase | None,
-    dispatch: DispatchServerEvents,
-    release_stream: Callable[[], Any],
-) -> None:
-    """Serve one call; the replacement for ``grpclib.server.request_handler``."""
-    headers_map = dict(headers)
-    peer = h2_stream.connection.get_peer().addr()
-    record = CallRecord(method=headers_map.get(":path", "?"), peer=peer, start=time.monotonic())
-    task = asyncio.current_task()
-    assert task is not None
-    try:
+class CallHandler(HandlerHooks):
+    """grpclib's per-connection handler, serving each call the way the module says."""
+
+    def __init__(self, *args: Any, policy: CallPolicy) -> None:
+        super().__init__(*args)
+        self.policy = policy
+        #: Streaming calls running on this connection.
+        self.streaming = 0
+
+    def serve(
+        self, stream: H2Stream, headers: _Headers, release_stream: Callable[[], Any]
+    ) -> asyncio.Task[None]:
+        """Start serving a new call."""
+        headers_map = dict(headers)
+        peer = stream.connection.get_peer().addr()
+        record = CallRecord(method=headers_map.get(":path", "?"), peer=peer, start=time.monotonic())
+        task = self.loop.create_task(self._serve(stream, headers, headers_map, record))
+        # Counted from acceptance, so a drain also waits for calls not yet started.
+        self.policy.running[task] = True
+
+        def finished(task: asyncio.Task[None]) -> None:
+            # Here, not in the coroutine: a call cancelled before it ever ran (the
+            # client reset it at once) still frees its stream and leaves its record.
+            self.policy.running.pop(task, None)
+            release_stream()
+            log_call(record)
+
+        task.add_done_callback(finished)
+        return task
+
+    async def _serve(
+        self,
+        h2_stream: H2Stream,
+        headers: _Headers,
+        headers_map: dict[str, str],
+        record: CallRecord,
+    ) -> None:
+        try:
+            method = await self._check(h2_stream, headers_map, record)
+            if method is None:
+                return
+            unary = method.cardinality is Cardinality.UNARY_UNARY
+            task = asyncio.current_task()
+            assert task is not None
+            self.policy.running[task] = unary
+            try:
+                deadline = self._deadline(headers, unary=unary)
+            except ValueError:
+                await refuse(h2_stream, Status.INVALID_ARGUMENT, "invalid grpc-timeout", record)
+                return
+            await self._run(method, h2_stream, headers, headers_map, deadline, record)
+        except ProtocolError:
+            log.exception("protocol error in %s", record.method)
+        except Exception:
+            log.exception("server error in %s", record.method)
+
+    async def _check(
+        self, h2_stream: H2Stream, headers_map: dict[str, str], record: CallRecord
+    ) -> const.Handler | None:
+        """The method a call's headers name, or None after refusing a call the spec rules out."""
         if headers_map.get(":method") != "POST":
             await refuse(h2_stream, Status.UNIMPLEMENTED, "only POST", record, http_status=405)
-            return
-        content_type = headers_map.get("content-type", "")
-        base, _, subtype = content_type.partition("+")
-        if base != GRPC_CONTENT_TYPE or subtype not in ("", codec.__content_subtype__):
+            return None
+        base, _, subtype = headers_map.get("content-type", "").partition("+")
+        if base != GRPC_CONTENT_TYPE or subtype not in ("", self.codec.__content_subtype__):
             await refuse(
                 h2_stream, Status.UNKNOWN, "unacceptable content-type", record, http_status=415
             )
-            return
-        method = mapping.get(record.method)
+            return None
+        method: const.Handler | None = self.mapping.get(record.method)
         if method is None:
             await refuse(h2_stream, Status.UNIMPLEMENTED, f"unknown method {record.method}", record)
-            return
-        policy.running[task] = method.cardinality is Cardinality.UNARY_UNARY
+            return None
         encoding = headers_map.get("grpc-encoding", "identity")
         if encoding != "identity":
             await refuse(
@@ -113,135 +156,129 @@ async def handle_call(
                 record,
                 extra=[("grpc-accept-encoding", "identity")],
             )
-            return
-        try:
-            deadline = Deadline.from_headers(headers)
-        except ValueError:
-            await refuse(h2_stream, Status.INVALID_ARGUMENT, "invalid grpc-timeout", record)
-            return
-        limited = not record.method.startswith(UNLIMITED_PREFIXES)
-        if limited:
-            try:
-                await asyncio.wait_for(policy.slots.acquire(), policy.queue_timeout)
-            except TimeoutError:
-                await refuse(
-                    h2_stream,
-                    Status.RESOURCE_EXHAUSTED,
-                    "the server is busy, too many calls are running; retry later",
-                    record,
-                )
-                return
-        try:
-            await _run(
-                method,
-                h2_stream,
-                headers,
-                headers_map,
-                deadline,
-                codec,
-                status_details_codec,
-                dispatch,
-                policy,
-                record,
-            )
-        finally:
-            if limited:
-                policy.slots.release()
-    except ProtocolError:
-        log.exception("protocol error in %s", record.method)
-    except Exception:
-        log.exception("server error in %s", record.method)
-    finally:
-        policy.running.pop(task, None)
-        release_stream()
-        log_call(record)
+            return None
+        return method
 
+    def _deadline(self, headers: _Headers, *, unary: bool) -> Deadline | None:
+        """The client's deadline, or the server's maximum call duration when that is sooner.
 
-async def _run(
-    method: const.Handler,
-    h2_stream: H2Stream,
-    headers: _Headers,
-    headers_map: dict[str, str],
-    deadline: Deadline | None,
-    codec: CodecBase,
-    status_details_codec: StatusDetailsCodecBase | None,
-    dispatch: DispatchServerEvents,
-    policy: CallPolicy,
-    record: CallRecord,
-) -> None:
-    user_agent = headers_map.get("user-agent")
-    async with CallStream(
-        h2_stream,
-        record.method,
-        method.cardinality,
-        method.request_type,
-        method.reply_type,
-        codec=codec,
-        status_details_codec=status_details_codec,
-        dispatch=dispatch,
-        deadline=deadline,
-        user_agent=user_agent,
-        policy=policy,
-        record=record,
-    ) as stream:
-        wrapper: Wrapper
-        deadline_wrapper: Any
-        if deadline is None:
-            wrapper = h2_stream.wrapper = Wrapper()
-            deadline_wrapper = nullcontext()
-        else:
-            wrapper = h2_stream.wrapper = DeadlineWrapper()
-            deadline_wrapper = wrapper.start(deadline)
-        try:
-            with deadline_wrapper, wrapper:
-                stream.metadata, method_func = await dispatch.recv_request(
-                    decode_metadata(headers),
-                    method.func,
-                    method_name=record.method,
-                    deadline=deadline,
-                    content_type=headers_map.get("content-type", ""),
-                    user_agent=user_agent,
-                    peer=stream.peer,
-                )
-                await method_func(stream)
-        except GRPCError:
-            raise
-        except TimeoutError:
-            if wrapper.cancelled or wrapper.cancel_failed:
-                raise GRPCError(Status.DEADLINE_EXCEEDED, "deadline exceeded") from None
-            log.exception("timeout in %s", record.method)
-            raise GRPCError(Status.INTERNAL, INTERNAL_ERROR) from None
-        except StreamTerminatedError:
-            record.status = Status.CANCELLED
-            raise
-        except Exception:
-            log.exception("unexpected error in %s", record.method)
-            raise GRPCError(Status.INTERNAL, INTERNAL_ERROR) from None
+        Raises:
+            ValueError: the ``grpc-timeout`` header is malformed.
+        """
+        deadline = Deadline.from_headers(headers)
+        limit = self.policy.max_call_duration
+        if not unary or limit is None:
+            return deadline
+        longest = Deadline.from_timeout(limit)
+        return longest if deadline is None or longest < deadline else deadline
 
-
-class CallHandler(HandlerHooks):
-    """grpclib's per-connection handler, serving each call with :func:`handle_call`."""
-
-    def __init__(self, *args: Any, policy: CallPolicy) -> None:
-        super().__init__(*args)
-        self.policy = policy
-
-    def serve(
-        self, stream: H2Stream, headers: _Headers, release_stream: Callable[[], Any]
-    ) -> asyncio.Task[None]:
-        """Start serving a new call."""
-        task = self.loop.create_task(
-            handle_call(
-                self.policy,
-                self.mapping,
-                stream,
-                headers,
-                self.codec,
-                self.status_details_codec,
-                self.dispatch,
-                release_stream,
-            )
+    async def _run(
+        self,
+        method: const.Handler,
+        h2_stream: H2Stream,
+        headers: _Headers,
+        headers_map: dict[str, str],
+        deadline: Deadline | None,
+        record: CallRecord,
+    ) -> None:
+        user_agent = headers_map.get("user-agent")
+        stream = CallStream(
+            h2_stream,
+            record.method,
+            method.cardinality,
+            method.request_type,
+            method.reply_type,
+            codec=self.codec,
+            status_details_codec=self.status_details_codec,
+            dispatch=self.dispatch,
+            deadline=deadline,
+            user_agent=user_agent,
+            policy=self.policy,
+            record=record,
         )
-        # Counted from acceptance, so a drain also waits for calls not yet started.
-        self.policy.running[task] = True
-        return task
+        async with stream:
+            wrapper: Wrapper
+            deadline_wrapper: Any
+            if deadline is None:
+                wrapper = h2_stream.wrapper = Wrapper()
+                deadline_wrapper = nullcontext()
+            else:
+                wrapper = h2_stream.wrapper = DeadlineWrapper()
+                deadline_wrapper = wrapper.start(deadline)
+            try:
+                with deadline_wrapper, wrapper:
+                    stream.metadata, method_func = await self.dispatch.recv_request(
+                        decode_metadata(headers),
+                        method.func,
+                        method_name=record.method,
+                        deadline=deadline,
+                        content_type=headers_map.get("content-type", ""),
+                        user_agent=user_agent,
+                        peer=stream.peer,
+                    )
+                    if stream.unary_request:
+                        await self._receive_request(stream)
+                    async with self._slot(method, record.method):
+                        await method_func(stream)
+            except GRPCError:
+                raise
+            except TimeoutError:
+                if wrapper.cancelled or wrapper.cancel_failed:
+                    raise GRPCError(Status.DEADLINE_EXCEEDED, "deadline exceeded") from None
+                log.exception("timeout in %s", record.method)
+                raise GRPCError(Status.INTERNAL, INTERNAL_ERROR) from None
+            except StreamTerminatedError:
+                record.status = Status.CANCELLED
+                raise
+            except Exception:
+                log.exception("unexpected error in %s", record.method)
+                raise GRPCError(Status.INTERNAL, INTERNAL_ERROR) from None
+
+    async def _receive_request(self, stream: CallStream) -> None:
+        """Read the whole request before the call takes a slot, within the request timeout."""
+        limit = self.policy.request_timeout
+        try:
+            async with asyncio.timeout(limit):
+                await stream.prefetch()
+        except TimeoutError:
+            raise GRPCError(
+                Status.DEADLINE_EXCEEDED,
+                f"the request message did not arrive within the server's {limit:g} s",
+            ) from None
+
+    @asynccontextmanager
+    async def _slot(self, method: const.Handler, path: str) -> AsyncIterator[None]:
+        """Hold a handler slot while the handler runs: a unary slot, or a streaming one."""
+        if method.cardinality is Cardinality.UNARY_UNARY:
+            if path.startswith(UNLIMITED_PREFIXES):
+                yield
+                return
+            async with self._acquired(self.policy.slots):
+                yield
+            return
+        if self.streaming >= self.policy.max_streaming_calls_per_connection:
+            raise GRPCError(
+                Status.RESOURCE_EXHAUSTED,
+                f"at most {self.policy.max_streaming_calls_per_connection} streaming calls"
+                " may run on one connection",
+            )
+        self.streaming += 1
+        try:
+            async with self._acquired(self.policy.streaming_slots):
+                yield
+        finally:
+            self.streaming -= 1
+
+    @asynccontextmanager
+    async def _acquired(self, slots: asyncio.Semaphore) -> AsyncIterator[None]:
+        try:
+            await asyncio.wait_for(slots.acquire(), self.policy.queue_timeout)
+        except TimeoutError:
+            raise GRPCError(
+                Status.RESOURCE_EXHAUSTED,
+                "the server is busy, too many calls are running; retry later",
+            ) from None
+        try:
+            yield
+        finally:
+            slots.release()

@@ -23,12 +23,23 @@ import h2.connection
 from grpclib.config import Configuration
 from grpclib.encoding.base import CodecBase, StatusDetailsCodecBase
 from grpclib.events import _DispatchServerEvents
-from grpclib.protocol import AbstractHandler, Connection, EventsProcessor, H2Protocol
+from grpclib.protocol import (
+    AbstractHandler,
+    Connection,
+    EventsProcessor,
+    H2Protocol,
+    _set_nodelay,
+)
 from grpclib.protocol import Stream as H2Stream
 from grpclib.server import Handler, Server
 from grpclib.server import Stream as ServerStream
 from grpclib.utils import DeadlineWrapper, Wrapper
 from h2.config import H2Configuration
+from h2.errors import ErrorCodes
+from h2.events import Event as H2Event
+from h2.exceptions import StreamClosedError
+from h2.settings import SettingCodes, Settings
+from hyperframe.frame import DataFrame, HeadersFrame
 
 __all__ = [
     "RELIED_ON",
@@ -41,6 +52,8 @@ __all__ = [
     "H2Stream",
     "Handler",
     "HandlerHooks",
+    "ProtocolHooks",
+    "RefusingH2Connection",
     "ServerHooks",
     "StreamHooks",
     "Wrapper",
@@ -86,7 +99,18 @@ RELIED_ON: dict[type, tuple[str, ...]] = {
         "send_trailing_metadata",
         "peer",
     ),
-    H2Protocol: ("connection_made", "data_received", "connection_lost", "connection", "processor"),
+    H2Protocol: (
+        "connection_made",
+        "data_received",
+        "connection_lost",
+        "pause_writing",
+        "resume_writing",
+        "connection",
+        "processor",
+        "handler",
+        "config",
+        "h2_config",
+    ),
     Connection: (
         "_connection",
         "_transport",
@@ -96,8 +120,10 @@ RELIED_ON: dict[type, tuple[str, ...]] = {
         "get_peer",
         "messages_received",
         "last_message_received",
+        "initialize",
+        "ack",
     ),
-    EventsProcessor: ("register", "process", "close", "streams"),
+    EventsProcessor: ("register", "process", "process_data_received", "close", "streams"),
     H2Stream: (
         "recv_data",
         "send_headers",
@@ -107,8 +133,22 @@ RELIED_ON: dict[type, tuple[str, ...]] = {
         "connection",
     ),
     _DispatchServerEvents: ("recv_request", "recv_message"),
-    h2.connection.H2Connection: ("highest_inbound_stream_id", "reset_stream", "close_connection"),
+    h2.connection.H2Connection: (
+        "_receive_headers_frame",
+        "_handle_data_on_closed_stream",
+        "open_inbound_streams",
+        "local_settings",
+        "streams",
+        "highest_inbound_stream_id",
+        "reset_stream",
+        "close_connection",
+        "ping",
+        "MAX_CLOSED_STREAMS",
+        "DEFAULT_MAX_HEADER_LIST_SIZE",
+    ),
 }
+#: Private functions the runtime calls, by module.
+RELIED_ON_FUNCTIONS = {"grpclib.protocol": ("_set_nodelay",)}
 
 
 def h2_state(connection: Connection) -> h2.connection.H2Connection:
@@ -121,6 +161,105 @@ def raw_transport(connection: Connection) -> asyncio.Transport:
     """The transport a grpclib connection writes to, bypassing h2."""
     transport: asyncio.Transport = connection._transport
     return transport
+
+
+class RefusingH2Connection(h2.connection.H2Connection):
+    """h2's connection state, refusing a stream past the concurrency limit alone.
+
+    h2 ends the whole connection when the peer opens more streams than
+    SETTINGS_MAX_CONCURRENT_STREAMS allows; RFC 9113 §5.1.2 makes that a stream
+    error. Such a stream is opened as usual, so HPACK's table and flow control
+    stay in step, then reset at once with REFUSED_STREAM; none of its events
+    reach grpclib, and the client may retry it.
+
+    Args:
+        config: h2's configuration.
+        max_concurrent_streams: The limit advertised to, and enforced on, the peer.
+    """
+
+    #: Closed streams h2 remembers (to tell late frames' errors apart); h2's own
+    #: 2**16 costs about 5 MiB on every long-lived connection.
+    MAX_CLOSED_STREAMS = 4096
+
+    def __init__(self, config: H2Configuration, *, max_concurrent_streams: int) -> None:
+        super().__init__(config=config)
+        self.local_settings = Settings(
+            client=False,
+            initial_values={
+                SettingCodes.MAX_CONCURRENT_STREAMS: max_concurrent_streams,
+                SettingCodes.MAX_HEADER_LIST_SIZE: self.DEFAULT_MAX_HEADER_LIST_SIZE,
+            },
+        )
+        self._admitting_one_more = False
+        #: Streams refused for exceeding the limit, over the connection's life.
+        self.refused_streams = 0
+        #: DATA frames that arrived on streams already closed (h2 answers each with RST_STREAM).
+        self.frames_on_closed_streams = 0
+
+    @property
+    def open_inbound_streams(self) -> int:
+        """Open streams the peer started (one fewer than the limit while admitting one)."""
+        count = super().open_inbound_streams
+        if self._admitting_one_more:
+            return min(count, self.local_settings.max_concurrent_streams - 1)
+        return count
+
+    def _receive_headers_frame(self, frame: HeadersFrame) -> tuple[list[Any], list[H2Event]]:
+        over_limit = (
+            frame.stream_id not in self.streams
+            and self.open_inbound_streams >= self.local_settings.max_concurrent_streams
+        )
+        if not over_limit:
+            return super()._receive_headers_frame(frame)
+        self._admitting_one_more = True
+        try:
+            frames, events = super()._receive_headers_frame(frame)
+        finally:
+            self._admitting_one_more = False
+        self.reset_stream(frame.stream_id, error_code=ErrorCodes.REFUSED_STREAM)
+        self.refused_streams += 1
+        kept = [event for event in events if getattr(event, "stream_id", None) != frame.stream_id]
+        return frames, kept
+
+    def _handle_data_on_closed_stream(
+        self, events: list[H2Event], exc: StreamClosedError, frame: DataFrame
+    ) -> tuple[list[Any], list[H2Event]]:
+        self.frames_on_closed_streams += 1
+        return super()._handle_data_on_closed_stream(events, exc, frame)
+
+
+class ProtocolHooks(H2Protocol):
+    """grpclib's per-connection protocol, with its h2 state and events processor made by hooks."""
+
+    def new_h2_connection(self) -> h2.connection.H2Connection:
+        """h2's state machine for a new connection (h2's own by default)."""
+        return h2.connection.H2Connection(config=self.h2_config)
+
+    def new_processor(self) -> EventsProcessor:
+        """The processor of h2's events (grpclib's own by default)."""
+        return EventsProcessor(self.handler, self.connection)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """grpclib 0.4.9's ``H2Protocol.connection_made``, building through the hooks above."""
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            _set_nodelay(sock)
+        h2_conn = self.new_h2_connection()
+        h2_conn.initiate_connection()
+        initial = h2_conn.local_settings.initial_window_size
+        connection_delta = self.config.http2_connection_window_size - initial
+        stream_delta = self.config.http2_stream_window_size - initial
+        if connection_delta:
+            h2_conn.increment_flow_control_window(connection_delta)
+        if stream_delta:
+            h2_conn.update_settings(
+                {SettingCodes.INITIAL_WINDOW_SIZE: self.config.http2_stream_window_size}
+            )
+        assert isinstance(transport, asyncio.Transport)
+        self.connection = Connection(h2_conn, transport, config=self.config)
+        self.connection.flush()
+        self.connection.initialize()
+        self.processor = self.new_processor()
 
 
 class ServerHooks(Server):

@@ -4,8 +4,8 @@ grpclib accepts any number of connections, and its ``Server.close()`` cancels
 running calls. :class:`RpcServer` keeps grpclib's machinery, builds a
 :class:`people.rpc.connection.ServerProtocol` per connection, turns away
 connections past the cap, and drains as gRPC's own servers do: stop accepting,
-GOAWAY every connection, wait for the accepted calls up to a grace period, then
-close.
+send every connection the two-phase GOAWAY, wait for the accepted calls up to
+a grace period, then close.
 """
 
 from __future__ import annotations
@@ -22,13 +22,8 @@ from grpclib.encoding.base import CodecBase, StatusDetailsCodecBase
 from h2.config import H2Configuration
 
 from people.rpc.calls import CallHandler
-from people.rpc.connection import ServerProtocol
-from people.rpc.defaults import (
-    DEFAULT_GRACE_PERIOD,
-    DEFAULT_HANDSHAKE_TIMEOUT,
-    DEFAULT_IDLE_TIMEOUT,
-    DEFAULT_MAX_CONNECTIONS,
-)
+from people.rpc.connection import ConnectionLimits, ServerProtocol
+from people.rpc.defaults import DEFAULT_GRACE_PERIOD, DEFAULT_MAX_CONNECTIONS
 from people.rpc.internals import DispatchServerEvents, H2Protocol, Handler, ServerHooks
 from people.rpc.policy import CallPolicy
 
@@ -45,9 +40,8 @@ class RpcServer(ServerHooks):
         handlers: The servicers.
         codec: The message codec.
         policy: Limits shared by every call.
+        limits: Limits every connection is held to.
         max_connections: Connections past this are closed at once.
-        handshake_timeout: Seconds a new connection has to send the HTTP/2 preface.
-        idle_timeout: Seconds a connection may stay without calls.
         config: grpclib's HTTP/2 settings.
     """
 
@@ -57,16 +51,14 @@ class RpcServer(ServerHooks):
         *,
         codec: Any,
         policy: CallPolicy,
+        limits: ConnectionLimits | None = None,
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
-        handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
-        idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
         config: Configuration | None = None,
     ) -> None:
         super().__init__(handlers, codec=codec, config=config)
         self.policy = policy
+        self.limits = limits or ConnectionLimits()
         self.max_connections = max_connections
-        self.handshake_timeout = handshake_timeout
-        self.idle_timeout = idle_timeout
         self.protocols: set[ServerProtocol] = set()
         self.draining = False
 
@@ -77,14 +69,14 @@ class RpcServer(ServerHooks):
         status_details_codec: StatusDetailsCodecBase | None,
         dispatch: DispatchServerEvents,
     ) -> Handler:
-        """Serve each call with :func:`people.rpc.calls.handle_call` under the shared policy."""
+        """Serve each call with :class:`people.rpc.calls.CallHandler` under the shared policy."""
         return CallHandler(mapping, codec, status_details_codec, dispatch, policy=self.policy)
 
     def new_protocol(
         self, handler: Handler, config: Configuration, h2_config: H2Configuration
     ) -> H2Protocol:
         """Each connection is a :class:`ServerProtocol` that reports to this server."""
-        return ServerProtocol(handler, config, h2_config, server=self)
+        return ServerProtocol(handler, config, h2_config, owner=self)
 
     def admit(self, protocol: ServerProtocol) -> bool:
         """Register a new connection; False when it must be turned away."""
@@ -102,7 +94,7 @@ class RpcServer(ServerHooks):
 
     async def start_on(self, sock: socket.socket, *, ssl: ssl.SSLContext | None = None) -> None:
         """Serve on an already bound, listening socket."""
-        await self.listen_on(sock, ssl=ssl, handshake_timeout=self.handshake_timeout)
+        await self.listen_on(sock, ssl=ssl, handshake_timeout=self.limits.handshake_timeout)
 
     async def drain(self, grace_period: float = DEFAULT_GRACE_PERIOD) -> None:
         """Stop accepting, GOAWAY every connection, let accepted calls finish, then close.
@@ -111,9 +103,13 @@ class RpcServer(ServerHooks):
         """
         self.draining = True
         self.stop_listening()
+        deadline = time.monotonic() + grace_period
         for protocol in list(self.protocols):
             protocol.go_away()
-        deadline = time.monotonic() + grace_period
+        # Streams the clients sent before they saw the first GOAWAY still count.
+        goaways = [protocol.goaway_sent for protocol in self.protocols]
+        if goaways:
+            await asyncio.wait(goaways, timeout=max(0.0, deadline - time.monotonic()))
         calls = self.policy.unary_calls()
         if calls:
             await asyncio.wait(calls, timeout=max(0.0, deadline - time.monotonic()))

@@ -29,6 +29,7 @@ class CallStream(StreamHooks):
         self._policy = policy
         self._record = record
         self._request_done = False
+        self._prefetched: list[Any] = []
 
     async def _read(self, size: int) -> bytes:
         try:
@@ -58,6 +59,15 @@ class CallStream(StreamHooks):
             raise GRPCError(Status.INTERNAL, "request message is truncated")
         return body
 
+    async def prefetch(self) -> None:
+        """Read a unary request now; the handler's :meth:`recv_message` then returns it.
+
+        Raises:
+            GRPCError: as :meth:`recv_message`.
+        """
+        assert self.unary_request
+        self._prefetched.append(await self.recv_message())
+
     async def recv_message(self) -> Any:
         """Receive one request message; a unary request must be exactly one.
 
@@ -66,6 +76,8 @@ class CallStream(StreamHooks):
                 truncated, compressed, missing or extra message or bytes that do
                 not parse.
         """
+        if self._prefetched:
+            return self._prefetched.pop()
         unary = self.unary_request
         if unary and self._request_done:
             return None

@@ -22,6 +22,7 @@ from people.api.user_service import UserService
 from people.domain.directory import UserDirectory
 from people.domain.ports import UserStore
 from people.rpc.auth import TokenAuth, TokenFileError, read_tokens
+from people.rpc.connection import ConnectionLimits
 from people.rpc.policy import CallPolicy
 from people.rpc.server import RpcServer
 from people.rpc.strict_codec import StrictCodec
@@ -81,15 +82,24 @@ def build_server(services: list[object], settings: Settings) -> RpcServer:
     policy = CallPolicy(
         max_receive_message_bytes=settings.max_receive_message_bytes,
         max_concurrent_calls=settings.max_concurrent_calls,
+        max_streaming_calls=settings.max_streaming_calls,
+        request_timeout=settings.request_timeout,
+        max_call_duration=settings.max_call_duration or None,
+    )
+    limits = ConnectionLimits(
+        max_streams=settings.max_streams_per_connection,
+        handshake_timeout=settings.handshake_timeout,
+        idle_timeout=settings.idle_timeout,
+        max_age=settings.max_connection_age or None,
+        max_age_grace=settings.max_connection_age_grace or None,
     )
     codec = StrictCodec(_descriptor_pool(), max_send_message_bytes=settings.max_send_message_bytes)
     server = RpcServer(
         services,
         codec=codec,
         policy=policy,
+        limits=limits,
         max_connections=settings.max_connections,
-        handshake_timeout=settings.handshake_timeout,
-        idle_timeout=settings.idle_timeout,
     )
     if settings.token_file is not None:
         try:

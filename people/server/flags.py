@@ -11,9 +11,13 @@ from people.rpc.defaults import (
     DEFAULT_GRACE_PERIOD,
     DEFAULT_HANDSHAKE_TIMEOUT,
     DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_MAX_CALL_DURATION,
     DEFAULT_MAX_CONCURRENT_CALLS,
     DEFAULT_MAX_CONNECTIONS,
     DEFAULT_MAX_MESSAGE_BYTES,
+    DEFAULT_MAX_STREAMING_CALLS,
+    DEFAULT_MAX_STREAMS_PER_CONNECTION,
+    DEFAULT_REQUEST_TIMEOUT,
 )
 from people.server.settings import DEFAULT_DATABASE, DEFAULT_HOST, DEFAULT_PORT, Settings
 
@@ -98,6 +102,48 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         dest="max_concurrent_calls",
         type=int,
         help=f"calls handled at once; more wait briefly (default {DEFAULT_MAX_CONCURRENT_CALLS})",
+    )
+    limits.add_argument(
+        "--max-streams-per-connection",
+        dest="max_streams_per_connection",
+        type=int,
+        help="streams one connection may have open; one more is refused alone"
+        f" (default {DEFAULT_MAX_STREAMS_PER_CONNECTION})",
+    )
+    limits.add_argument(
+        "--max-streaming-calls",
+        dest="max_streaming_calls",
+        type=int,
+        help="long-lived streaming calls (health Watch, reflection) at once, in slots of"
+        f" their own (default {DEFAULT_MAX_STREAMING_CALLS})",
+    )
+    limits.add_argument(
+        "--request-timeout",
+        dest="request_timeout",
+        type=float,
+        help="seconds a call's request message may take to arrive after its headers"
+        f" (default {DEFAULT_REQUEST_TIMEOUT:g})",
+    )
+    limits.add_argument(
+        "--max-call-duration",
+        dest="max_call_duration",
+        type=float,
+        help="seconds a unary call may run; a shorter client deadline wins; 0 for no limit"
+        f" (default {DEFAULT_MAX_CALL_DURATION:g})",
+    )
+    limits.add_argument(
+        "--max-connection-age",
+        dest="max_connection_age",
+        type=float,
+        help="seconds (jittered by 10%%) after which a connection is drained with GOAWAY,"
+        " so load balancers rebalance long-lived clients; 0 for never (default 0)",
+    )
+    limits.add_argument(
+        "--max-connection-age-grace",
+        dest="max_connection_age_grace",
+        type=float,
+        help="seconds an aged connection's calls get before it is closed; 0 to wait for"
+        " them (default 0)",
     )
 
 

@@ -16,9 +16,13 @@ from people.rpc.defaults import (
     DEFAULT_GRACE_PERIOD,
     DEFAULT_HANDSHAKE_TIMEOUT,
     DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_MAX_CALL_DURATION,
     DEFAULT_MAX_CONCURRENT_CALLS,
     DEFAULT_MAX_CONNECTIONS,
     DEFAULT_MAX_MESSAGE_BYTES,
+    DEFAULT_MAX_STREAMING_CALLS,
+    DEFAULT_MAX_STREAMS_PER_CONNECTION,
+    DEFAULT_REQUEST_TIMEOUT,
 )
 
 DEFAULT_HOST = "127.0.0.1"
@@ -52,6 +56,15 @@ class Settings:
     idle_timeout: float = DEFAULT_IDLE_TIMEOUT
     max_connections: int = DEFAULT_MAX_CONNECTIONS
     max_concurrent_calls: int = DEFAULT_MAX_CONCURRENT_CALLS
+    max_streams_per_connection: int = DEFAULT_MAX_STREAMS_PER_CONNECTION
+    max_streaming_calls: int = DEFAULT_MAX_STREAMING_CALLS
+    request_timeout: float = DEFAULT_REQUEST_TIMEOUT
+    #: 0: no limit but the client's deadline.
+    max_call_duration: float = DEFAULT_MAX_CALL_DURATION
+    #: 0: connections may live forever.
+    max_connection_age: float = 0.0
+    #: 0: after the age's GOAWAY, wait for the connection's calls however long they take.
+    max_connection_age_grace: float = 0.0
     log_format: LogFormat = "text"
     access_log: bool = True
 
@@ -67,12 +80,20 @@ class Settings:
         for name in ("max_receive_message_bytes", "max_send_message_bytes"):
             if getattr(self, name) < 1024:
                 raise SettingsError(f"{name} must be at least 1024")
-        for name in ("max_connections", "max_concurrent_calls"):
+        for name in (
+            "max_connections",
+            "max_concurrent_calls",
+            "max_streams_per_connection",
+            "max_streaming_calls",
+        ):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{name} must be at least 1")
-        for name in ("grace_period", "handshake_timeout", "idle_timeout"):
+        for name in ("grace_period", "handshake_timeout", "idle_timeout", "request_timeout"):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{name} must be positive")
+        for name in ("max_call_duration", "max_connection_age", "max_connection_age_grace"):
+            if getattr(self, name) < 0:
+                raise SettingsError(f"{name} must not be negative (0 means no limit)")
         if self.log_format not in ("text", "json"):
             raise SettingsError(f"log_format must be text or json, not {self.log_format!r}")
 
