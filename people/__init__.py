@@ -16,6 +16,7 @@ from people.domain.errors import (
     Unauthenticated,
     Unavailable,
     UserNotFound,
+    WriteConflict,
 )
 
 __version__ = "0.1.0"
@@ -34,5 +35,6 @@ __all__ = [
     "Unauthenticated",
     "Unavailable",
     "UserNotFound",
+    "WriteConflict",
     "__version__",
 ]

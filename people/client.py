@@ -131,6 +131,8 @@ def error_for_status(
         error = errors.UserNotFound(user_id)
     elif status is Status.ALREADY_EXISTS:
         error = errors.EmailAlreadyExists(email)
+    elif status is Status.ABORTED and message == errors.WriteConflict.MESSAGE:
+        error = errors.WriteConflict()
     elif status is Status.ABORTED:
         error = errors.StaleVersion(user_id)
     elif status is Status.INVALID_ARGUMENT:
@@ -277,6 +279,8 @@ class PeopleClient:
         Raises:
             UserNotFound: no user has this id.
             StaleVersion: ``etag`` was given and the user changed since it was read.
+            WriteConflict: the database kept refusing the change because of
+                concurrent ones; try again.
             InvalidField, EmailAlreadyExists: as for :meth:`create`.
         """
         request = User(id=user_id, name=name, email=email, etag=etag)
@@ -289,6 +293,8 @@ class PeopleClient:
         Raises:
             UserNotFound: no user has this id.
             StaleVersion: ``etag`` was given and the user changed since it was read.
+            WriteConflict: the database kept refusing the change because of
+                concurrent ones; try again.
         """
         request = UserIdRequest(id=user_id, etag=etag)
         response = await self._call(self._stub.delete_user_by_id(request), user_id)

@@ -395,6 +395,10 @@ class TestStatusTable:
             (errors.InvalidField("name", "bad"), Status.INVALID_ARGUMENT),
             (errors.StaleVersion("x"), Status.ABORTED),
             (errors.StoreUnavailable("down"), Status.UNAVAILABLE),
+            (errors.StoreFailure(), Status.INTERNAL),
+            (errors.WriteConflict(), Status.ABORTED),
+            (errors.UnstorableValue(), Status.INVALID_ARGUMENT),
+            (errors.ResourceExhausted("database connections exhausted"), Status.RESOURCE_EXHAUSTED),
             (errors.PeopleError("odd"), Status.INTERNAL),
         ],
     )
@@ -419,8 +423,9 @@ class TestStatusTable:
         }
         assert exported - set(STATUS_BY_ERROR) == {errors.ServerError}
 
-    async def test_store_unavailable_is_unavailable(self, tmp_path: Path) -> None:
-        """A real SQLite file that lost its table surfaces as UNAVAILABLE, not UNKNOWN."""
+    async def test_store_failure_is_internal(self, tmp_path: Path) -> None:
+        """A real SQLite file that lost its table surfaces as INTERNAL with the generic message,
+        not UNAVAILABLE and not SQLite's words."""
         path = tmp_path / "people.db"
         store = await SQLiteStore.open(path)
         with sqlite3.connect(path) as db:
@@ -432,5 +437,35 @@ class TestStatusTable:
                     await UserServiceStub(channel).get_user_by_id(UserIdRequest(id="x"))
         finally:
             await store.aclose()
-        assert caught.value.status is Status.UNAVAILABLE
-        assert "SQLite" in (caught.value.message or "")
+        assert caught.value.status is Status.INTERNAL
+        assert caught.value.message == errors.StoreFailure().message
+
+    @pytest.mark.parametrize(
+        "error",
+        [
+            errors.StoreFailure(),
+            errors.StoreUnavailable("the database is unavailable; try again later"),
+            errors.WriteConflict(),
+            errors.UnstorableValue(),
+            errors.ResourceExhausted("database connections exhausted"),
+        ],
+    )
+    async def test_only_the_domain_message_reaches_the_client(
+        self, error: errors.PeopleError
+    ) -> None:
+        """A store error caused by a driver exception answers with the domain error's message
+        alone: nothing of the cause (its text, a host name) travels."""
+
+        class FailingStore(MemoryStore):
+            async def get(self, user_id: str) -> DomainUser:
+                try:
+                    raise OSError("connect to db.internal:5432 failed: SELECT secret")
+                except OSError as cause:
+                    raise error from cause
+
+        async with ChannelFor([UserService(UserDirectory(FailingStore()))]) as channel:
+            with pytest.raises(GRPCError) as caught:
+                await UserServiceStub(channel).get_user_by_id(UserIdRequest(id="x"))
+        assert caught.value.status is status_for(error)
+        assert caught.value.message == error.message
+        assert caught.value.details is None

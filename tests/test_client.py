@@ -177,6 +177,16 @@ class TestErrors:
         assert type(mapped) is error
         assert str(mapped) == "what the server said"
 
+    def test_write_conflict_is_told_apart_from_a_stale_etag(self) -> None:
+        """ABORTED with WriteConflict's message is a WriteConflict; any other ABORTED is a
+        StaleVersion about the call's user."""
+        conflict = error_for_status(Status.ABORTED, errors.WriteConflict.MESSAGE, user_id="u1")
+        stale = error_for_status(Status.ABORTED, errors.StaleVersion("u1").message, user_id="u1")
+        assert type(conflict) is errors.WriteConflict
+        assert str(conflict) == errors.WriteConflict.MESSAGE
+        assert isinstance(stale, errors.StaleVersion)
+        assert stale.user_id == "u1"
+
     def test_unknown_status_keeps_its_name(self) -> None:
         """A status with no domain meaning is a ServerError that names it."""
         mapped = error_for_status(Status.DATA_LOSS, "")

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from people.domain.errors import InvalidField
+from people.domain.errors import InvalidField, UserNotFound
 from people.domain.model import (
     MAX_EMAIL_LENGTH,
     MAX_ID_LENGTH,
@@ -227,7 +227,7 @@ class TestEtag:
 
 
 class TestCheckId:
-    """check_id accepts any non-empty, reasonably sized id."""
+    """check_id passes any id some user could have; the rest match nobody."""
 
     def test_accepts_a_uuid(self) -> None:
         """A UUID string passes unchanged."""
@@ -240,8 +240,27 @@ class TestCheckId:
             check_id("")
         assert caught.value.field == "id"
 
-    def test_rejects_absurdly_long(self) -> None:
-        """An id longer than the limit is an InvalidField naming `id`."""
-        with pytest.raises(InvalidField) as caught:
-            check_id("x" * (MAX_ID_LENGTH + 1))
-        assert caught.value.field == "id"
+    def test_accepts_the_longest(self) -> None:
+        """An id of exactly the limit passes."""
+        assert check_id("x" * MAX_ID_LENGTH) == "x" * MAX_ID_LENGTH
+
+    def test_too_long_matches_nobody(self) -> None:
+        """An id longer than the limit is UserNotFound, carrying the whole id."""
+        raw = "x" * (MAX_ID_LENGTH + 1)
+        with pytest.raises(UserNotFound) as caught:
+            check_id(raw)
+        assert caught.value.user_id == raw
+
+    @pytest.mark.parametrize(
+        "char", ["\x00", "\x07", "\n", "\x1b", "\x7f", "\x85", "\x9f", "\ud800"]
+    )
+    def test_control_characters_match_nobody(self, char: str) -> None:
+        """An id holding a control character or a lone surrogate is UserNotFound."""
+        with pytest.raises(UserNotFound):
+            check_id(f"abc{char}def")
+
+    @given(st.text(min_size=1, max_size=MAX_ID_LENGTH))
+    def test_printable_ids_pass(self, raw: str) -> None:
+        """Any non-empty id of at most the limit without Cc or Cs characters passes unchanged."""
+        clean = "".join(c for c in raw if unicodedata.category(c) not in CONTROL_CATEGORIES) or "x"
+        assert check_id(clean) == clean

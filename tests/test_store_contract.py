@@ -12,14 +12,20 @@ from pathlib import Path
 import pytest
 
 from people.domain.directory import UserDirectory
-from people.domain.errors import EmailAlreadyExists, StaleVersion, StoreUnavailable, UserNotFound
+from people.domain.errors import (
+    EmailAlreadyExists,
+    StaleVersion,
+    StoreFailure,
+    StoreUnavailable,
+    UserNotFound,
+)
 from people.domain.model import User, normalise_email
 from people.domain.ports import UserStore
 from people.store import open_store
 from people.store.memory import MemoryStore
 from people.store.postgres import PostgresStore
-from people.store.sqlite import SCHEMA_VERSION as SQLITE_SCHEMA_VERSION
 from people.store.sqlite import SQLiteStore
+from people.store.sqlite_schema import SCHEMA_VERSION as SQLITE_SCHEMA_VERSION
 from tests.postgres import PostgresServer
 
 START = datetime(2024, 5, 17, 12, 0, 0, 123456, tzinfo=UTC)
@@ -416,12 +422,14 @@ class TestSQLite:
             await store.aclose()
 
     async def test_not_a_database(self, tmp_path: Path) -> None:
-        """A file that is not a database gives StoreUnavailable, not an sqlite3 error."""
+        """A file that is not a database gives StoreUnavailable with SQLite's reason (for the
+        operator starting the server), not an sqlite3 error."""
         path = tmp_path / "notes.txt"
         path.write_bytes(b"this is not a database, just some text\n" * 200)
         with pytest.raises(StoreUnavailable) as caught:
             await SQLiteStore.open(path)
         assert isinstance(caught.value.__cause__, sqlite3.Error)
+        assert caught.value.message == "cannot open the SQLite database: file is not a database"
 
     async def test_closed_store(self, tmp_path: Path) -> None:
         """A closed store raises StoreUnavailable and reports itself unhealthy."""
@@ -432,14 +440,15 @@ class TestSQLite:
         assert await store.ping() is False
 
     async def test_lost_table(self, tmp_path: Path) -> None:
-        """When the table disappears, calls raise StoreUnavailable and ping answers False."""
+        """When the table disappears, calls raise StoreFailure (a bug, not an outage) and ping
+        answers False."""
         path = tmp_path / "people.db"
         store = await SQLiteStore.open(path)
         try:
             with sqlite3.connect(path) as db:
                 db.execute("DROP TABLE users")
             db.close()
-            with pytest.raises(StoreUnavailable):
+            with pytest.raises(StoreFailure):
                 await store.list_page(after=None, limit=1)
             assert await store.ping() is False
         finally:

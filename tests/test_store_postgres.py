@@ -24,7 +24,9 @@ from people._gen.people import CreateUserRequest, UserIdRequest, UserServiceStub
 from people.domain.errors import EmailAlreadyExists, InvalidField, StoreUnavailable
 from people.domain.model import User
 from people.store import open_store
-from people.store.postgres import SCHEMA_VERSION, PostgresStore
+from people.store.postgres import PostgresStore
+from people.store.postgres_errors import UNAVAILABLE
+from people.store.postgres_schema import SCHEMA_VERSION
 from tests.postgres import PostgresServer, discard, free_port, started_server
 from tests.support import running_server
 
@@ -192,11 +194,15 @@ class TestUrl:
             await open_store(url)
 
     async def test_refused_connection_is_unavailable(self) -> None:
-        """Opening a database nobody listens on fails with StoreUnavailable."""
-        with pytest.raises(StoreUnavailable):
+        """Opening a database nobody listens on fails with StoreUnavailable giving the driver's
+        reason, for the operator starting the server."""
+        with pytest.raises(StoreUnavailable) as caught:
             await PostgresStore.open(
                 f"postgresql://postgres@127.0.0.1:{free_port()}/postgres", connect_timeout=2
             )
+        prefix = "cannot open the PostgreSQL database: "
+        assert caught.value.message.startswith(prefix)
+        assert str(caught.value.__cause__) in caught.value.message
 
 
 @pytest.fixture
@@ -284,8 +290,9 @@ class TestServedOutage:
     async def test_unavailable_and_not_serving_until_postgres_returns(
         self, own_server: PostgresServer
     ) -> None:
-        """With PostgreSQL stopped, calls are UNAVAILABLE and health is NOT_SERVING; once it
-        restarts the same server process answers and reports SERVING again."""
+        """With PostgreSQL stopped, calls are UNAVAILABLE with a generic message (no host, no
+        port) and health is NOT_SERVING; once it restarts the same server process answers and
+        reports SERVING again."""
         url = await own_server.create_database()
         with running_server("--database", url) as server:
             host, port = server.address.rsplit(":", 1)
@@ -299,6 +306,9 @@ class TestServedOutage:
                 with pytest.raises(GRPCError) as caught:
                     await stub.get_user_by_id(UserIdRequest(id=created.id))
                 down = await wait_for_health(server.target, HealthCheckResponse.NOT_SERVING)
+                # By now the pool has tried, and failed, to open a new connection too.
+                with pytest.raises(GRPCError) as reconnecting:
+                    await stub.get_user_by_id(UserIdRequest(id=created.id))
 
                 await asyncio.to_thread(own_server.start)
                 up = await wait_for_health(server.target, HealthCheckResponse.SERVING)
@@ -306,7 +316,10 @@ class TestServedOutage:
             finally:
                 channel.close()
             assert server.stop() == 0, server.output()
-        assert caught.value.status == Status.UNAVAILABLE
+        for error in (caught.value, reconnecting.value):
+            assert (error.status, error.message) == (Status.UNAVAILABLE, UNAVAILABLE)
+        assert "127.0.0.1" not in (caught.value.message or "") + (reconnecting.value.message or "")
+        assert str(own_server.port) not in (reconnecting.value.message or "")
         assert down == HealthCheckResponse.NOT_SERVING
         assert up == HealthCheckResponse.SERVING
         assert again.email == "ada@example.com"

@@ -76,7 +76,12 @@ class UserDirectory:
         return user
 
     async def get(self, user_id: str) -> User:
-        """Return one user. Raises UserNotFound or InvalidField (empty id)."""
+        """Return one user.
+
+        Raises:
+            UserNotFound: no such user, or an id no user could have (see check_id).
+            InvalidField: the id is empty.
+        """
         return await self._store.get(check_id(user_id))
 
     async def change_token(self) -> Hashable | None:
@@ -132,11 +137,12 @@ class UserDirectory:
         since that etag was read; without one the last writer wins.
 
         Raises:
-            UserNotFound: no such user.
+            UserNotFound: no such user, or an id no user could have (see check_id).
             InvalidField: a new value breaks a rule.
             EmailAlreadyExists: the new email belongs to another user.
             StaleVersion: the etag is out of date (without an etag: only after
                 losing the race to other writers many times in a row).
+            WriteConflict: the store kept refusing the write because of concurrent ones.
         """
         expected = self._expected_version(etag)
         for _ in range(_MAX_UPDATE_ATTEMPTS):
@@ -166,8 +172,9 @@ class UserDirectory:
         """Delete a user, optionally only if it still matches ``etag``.
 
         Raises:
-            UserNotFound: no such user.
+            UserNotFound: no such user, or an id no user could have (see check_id).
             StaleVersion: the etag is out of date.
+            WriteConflict: the store kept refusing the write because of concurrent ones.
         """
         expected = self._expected_version(etag)
         await self._store.remove(check_id(user_id), expected_version=expected)

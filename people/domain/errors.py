@@ -20,11 +20,16 @@ class PeopleError(Exception):
         return self.message
 
 
+#: Characters of an id that a message repeats; a longer id (which matches nobody) is cut.
+_ID_SHOWN = 128
+
+
 class UserNotFound(PeopleError):
     """No user has the given id."""
 
     def __init__(self, user_id: str) -> None:
-        super().__init__(f"User with ID {user_id} not found")
+        shown = user_id if len(user_id) <= _ID_SHOWN else user_id[:_ID_SHOWN] + "…"
+        super().__init__(f"User with ID {shown} not found")
         self.user_id = user_id
 
 
@@ -57,6 +62,33 @@ class StaleVersion(PeopleError):
 
 class StoreUnavailable(PeopleError):
     """The store cannot be reached right now; the call may be retried."""
+
+
+class StoreFailure(PeopleError):
+    """The store failed in a way a retry will not fix: a bug, or a schema someone changed.
+
+    The message is the same whatever happened; the details go to the server log.
+    """
+
+    def __init__(self) -> None:
+        super().__init__("the database failed; the server log has the details")
+
+
+class WriteConflict(PeopleError):
+    """The database kept refusing a change because of concurrent ones; the call may be retried."""
+
+    #: The one message, by which a client tells this apart from StaleVersion.
+    MESSAGE = "the database refused the change because of concurrent changes; try again"
+
+    def __init__(self) -> None:
+        super().__init__(self.MESSAGE)
+
+
+class UnstorableValue(InvalidField):
+    """The database refused a value of the request as data it cannot hold."""
+
+    def __init__(self) -> None:
+        super().__init__("request", "holds a value the database cannot store")
 
 
 class Unavailable(PeopleError):

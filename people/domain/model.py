@@ -7,16 +7,19 @@ store has passed through :func:`normalise_name` and :func:`normalise_email`.
 from __future__ import annotations
 
 import dataclasses
+import re
 import unicodedata
 from datetime import datetime
 
 import email_validator
 
-from people.domain.errors import InvalidField
+from people.domain.errors import InvalidField, UserNotFound
 
 MAX_NAME_LENGTH = 200
 MAX_EMAIL_LENGTH = 254
 MAX_ID_LENGTH = 128
+#: Unicode's control characters (category Cc) and lone surrogates (Cs): no id holds one.
+_UNSTORABLE_ID_CHARACTER = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -108,13 +111,19 @@ def normalise_email(raw: str) -> str:
 
 
 def check_id(raw: str) -> str:
-    """Check that a user id is present and of a sane size (ids are opaque otherwise).
+    """Check a user id before any store sees it (ids are opaque otherwise).
+
+    Every id people issues is a UUID4, so an id longer than 128 characters or
+    holding control characters matches nobody; it is answered as such here,
+    the same on every store, because not every store could even look it up
+    (PostgreSQL refuses text holding NUL).
 
     Raises:
-        InvalidField: the id is empty or absurdly long.
+        InvalidField: the id is empty.
+        UserNotFound: the id is longer than 128 characters or holds control characters.
     """
     if not raw:
         raise InvalidField("id", "must not be empty")
-    if len(raw) > MAX_ID_LENGTH:
-        raise InvalidField("id", f"must be at most {MAX_ID_LENGTH} characters")
+    if len(raw) > MAX_ID_LENGTH or _UNSTORABLE_ID_CHARACTER.search(raw):
+        raise UserNotFound(raw)
     return raw

@@ -19,7 +19,14 @@ Cursor = tuple[datetime, str]
 
 
 class UserStore(Protocol):
-    """Persistence for users. Every method is safe to call concurrently."""
+    """Persistence for users. Every method is safe to call concurrently.
+
+    Besides the errors each method lists, any of them may fail because of the
+    database itself, with a generic message (the adapter logs the details):
+    StoreUnavailable (it cannot be reached), ResourceExhausted (a full disk,
+    no free connection), WriteConflict (concurrent writes kept winning),
+    UnstorableValue (it refused a value) or StoreFailure (anything else).
+    """
 
     async def add(self, user: User) -> None:
         """Store a new user. Raises EmailAlreadyExists if its email key is taken."""

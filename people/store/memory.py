@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import secrets
 
-from people.domain.errors import EmailAlreadyExists, StaleVersion, UserNotFound
+from people.domain.errors import EmailAlreadyExists, StaleVersion, StoreFailure, UserNotFound
 from people.domain.model import User
 from people.domain.ports import Cursor
+
+log = logging.getLogger("people.store")
 
 
 class MemoryStore:
@@ -24,6 +27,10 @@ class MemoryStore:
     async def add(self, user: User) -> None:
         if user.email_key in self._ids_by_email:
             raise EmailAlreadyExists(user.email)
+        if user.id in self._users:
+            # Ids are fresh UUID4s: a repeat is a bug, as a primary key violation is elsewhere.
+            log.error("memory store: a user with id %s already exists", user.id)
+            raise StoreFailure
         self._users[user.id] = user
         self._ids_by_email[user.email_key] = user.id
         self._changes += 1

@@ -2,10 +2,13 @@
 
 asyncpg talks to the server through a small connection pool per process. The
 schema is created and versioned at start under an advisory lock, so several
-workers or replicas starting at once do not race. Every driver exception is
-translated here, in :func:`_translated`: unique violations become
-:class:`EmailAlreadyExists`, everything else (refused or lost connections, a
-server shutting down, timeouts, a closed pool) becomes :class:`StoreUnavailable`.
+workers or replicas starting at once do not race. Every driver exception
+leaves through :func:`~people.store.postgres_errors.translating`, which
+classifies it by SQLSTATE (an outage is :class:`StoreUnavailable`, a
+bug :class:`StoreFailure`, ...). A statement that loses to a concurrent one
+(serialization failure, deadlock) runs again a few times before the call fails.
+A call waits at most the acquire timeout for a pooled connection, then fails as
+:class:`ResourceExhausted`: a pool too small for the load is not an outage.
 
 The pool heals itself: asyncpg notices connections the server closed and opens
 new ones on the next acquire, so once the database is back the same store works.
@@ -14,9 +17,8 @@ new ones on the next acquire, so once the database is back the same store works.
 from __future__ import annotations
 
 import asyncio
-import secrets
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any, Self
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -24,46 +26,25 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import asyncpg
 
 from people.domain.errors import (
-    EmailAlreadyExists,
     InvalidField,
+    PeopleError,
     StaleVersion,
-    StoreUnavailable,
     UserNotFound,
 )
 from people.domain.model import User
 from people.domain.ports import Cursor
+from people.store.postgres_errors import PoolExhausted, backoff, is_conflict, retrying, translating
+from people.store.postgres_schema import migrate
 
-#: The key of the advisory lock that serialises migrations across processes.
-MIGRATION_LOCK = 0x70656F706C65  # "people" in ASCII
-#: Migration ``n`` takes the schema from version ``n`` to ``n + 1``.
-_MIGRATIONS: tuple[str, ...] = (
-    """
-    CREATE TABLE users (
-        id          text COLLATE "C" PRIMARY KEY,
-        name        text NOT NULL,
-        email       text NOT NULL,
-        email_key   text NOT NULL,
-        version     bigint NOT NULL,
-        create_time timestamptz NOT NULL,
-        update_time timestamptz NOT NULL
-    );
-    CREATE UNIQUE INDEX users_email_key ON users (email_key);
-    CREATE INDEX users_creation_order ON users (create_time, id);
-    """,
-    # Secrets made once per database, such as the key that signs page tokens.
-    "CREATE TABLE secrets (name text PRIMARY KEY, value bytea NOT NULL);",
-)
-SCHEMA_VERSION = len(_MIGRATIONS)
-_SIGNING_KEY_ROW = "page_token_key"
 _COLUMNS = "id, name, email, version, create_time, update_time"
-#: The unique index that decides "email taken".
-_EMAIL_INDEX = "users_email_key"
 
 DEFAULT_POOL_SIZE = 10
 #: Seconds to open one connection, and to wait for a free one from the pool.
 DEFAULT_CONNECT_TIMEOUT = 5.0
 #: Seconds one statement may run before the call fails as unavailable.
 DEFAULT_COMMAND_TIMEOUT = 10.0
+#: How often a statement runs in all when it keeps losing to concurrent ones.
+DEFAULT_CONFLICT_ATTEMPTS = 5
 #: Seconds a health check waits for ``SELECT 1``.
 PING_TIMEOUT = 2.0
 #: URL query parameters people reads itself; the rest go to asyncpg.
@@ -74,10 +55,22 @@ _STATEMENT_CACHE_PARAMETER = "statement_cache_size"
 class PostgresStore:
     """Users in a PostgreSQL database. Create it with :meth:`open`."""
 
-    def __init__(self, pool: object, *, acquire_timeout: float = DEFAULT_CONNECT_TIMEOUT) -> None:
+    def __init__(
+        self,
+        pool: object,
+        *,
+        pool_size: int = DEFAULT_POOL_SIZE,
+        acquire_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+        conflict_attempts: int = DEFAULT_CONFLICT_ATTEMPTS,
+    ) -> None:
         # asyncpg is untyped; the pool stays private so Any goes no further.
         self._pool: Any = pool
+        self._pool_size = pool_size
+        #: One slot per pooled connection: waiting here is waiting for the pool,
+        #: told apart from a connection that is slow to open.
+        self._slots = asyncio.Semaphore(pool_size)
         self._acquire_timeout = acquire_timeout
+        self._conflict_attempts = max(1, conflict_attempts)
         self._signing_key = b""
 
     @classmethod
@@ -88,6 +81,7 @@ class PostgresStore:
         pool_size: int = DEFAULT_POOL_SIZE,
         connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
         command_timeout: float = DEFAULT_COMMAND_TIMEOUT,
+        conflict_attempts: int = DEFAULT_CONFLICT_ATTEMPTS,
     ) -> Self:
         """Connect to the database at ``url`` and bring its schema up to date.
 
@@ -97,17 +91,20 @@ class PostgresStore:
                 ``statement_cache_size`` (0 behind pgbouncer in transaction
                 mode); other parameters (``sslmode``...) go to asyncpg.
             pool_size: Connections per process, unless the URL says otherwise.
-            connect_timeout: Seconds to open a connection or wait for one.
+            connect_timeout: Seconds to open a connection or wait for a free one.
             command_timeout: Seconds a statement may run.
+            conflict_attempts: How often a statement runs in all while it
+                keeps failing on concurrent ones (serialization, deadlock).
 
         Raises:
             InvalidField: the URL or its options are malformed.
             StoreUnavailable: the database cannot be reached, or its schema is
-                newer than this version of people understands.
+                newer than this version of people understands; the message
+                gives the driver's reason, for the operator starting the server.
         """
         dsn, options = _split_options(url)
         size = options.get(_POOL_SIZE_PARAMETER, pool_size)
-        with _translated():
+        with translating(opening=True):
             try:
                 pool = await asyncpg.create_pool(
                     dsn,
@@ -119,7 +116,12 @@ class PostgresStore:
                 )
             except ValueError as exc:  # asyncpg's ClientConfigurationError is one too
                 raise InvalidField("database", f"not a usable PostgreSQL URL: {exc}") from exc
-        store = cls(pool, acquire_timeout=connect_timeout)
+        store = cls(
+            pool,
+            pool_size=size,
+            acquire_timeout=connect_timeout,
+            conflict_attempts=conflict_attempts,
+        )
         try:
             await store._migrate()
         except BaseException:
@@ -128,7 +130,7 @@ class PostgresStore:
         return store
 
     async def add(self, user: User) -> None:
-        with _translated(email=user.email):
+        with translating(email=user.email):
             await self._fetch(
                 "INSERT INTO users (id, name, email, email_key, version, create_time,"
                 " update_time) VALUES ($1, $2, $3, $4, $5, $6, $7)",
@@ -142,14 +144,14 @@ class PostgresStore:
             )
 
     async def get(self, user_id: str) -> User:
-        with _translated():
+        with translating():
             rows = await self._fetch(f"SELECT {_COLUMNS} FROM users WHERE id = $1", user_id)
         if not rows:
             raise UserNotFound(user_id)
         return _user(rows[0])
 
     async def list_page(self, *, after: Cursor | None, limit: int) -> list[User]:
-        with _translated():
+        with translating():
             if after is None:
                 rows = await self._fetch(
                     f"SELECT {_COLUMNS} FROM users ORDER BY create_time, id LIMIT $1", limit
@@ -167,7 +169,7 @@ class PostgresStore:
     async def replace(self, user: User, *, expected_version: int) -> None:
         # One statement: the update, and whether the row existed at all (the
         # EXISTS sees the snapshot from before the update).
-        with _translated(email=user.email):
+        with translating(email=user.email):
             (row,) = await self._fetch(
                 "WITH changed AS (UPDATE users SET name = $2, email = $3, email_key = $4,"
                 " version = $5, update_time = $6 WHERE id = $1 AND version = $7 RETURNING 1)"
@@ -184,7 +186,7 @@ class PostgresStore:
         _check_changed(row, user.id)
 
     async def remove(self, user_id: str, *, expected_version: int | None) -> None:
-        with _translated():
+        with translating():
             (row,) = await self._fetch(
                 "WITH changed AS (DELETE FROM users WHERE id = $1"
                 " AND ($2::bigint IS NULL OR version = $2) RETURNING 1)"
@@ -205,10 +207,10 @@ class PostgresStore:
 
     async def ping(self) -> bool:
         try:
-            with _translated():
+            with translating(quiet=True):
                 async with asyncio.timeout(PING_TIMEOUT):
                     (row,) = await self._fetch("SELECT 1 AS answer")
-        except StoreUnavailable:
+        except PeopleError:
             return False
         return bool(row["answer"] == 1)
 
@@ -221,72 +223,46 @@ class PostgresStore:
             self._pool.terminate()
 
     async def _fetch(self, query: str, *args: object) -> list[Mapping[str, Any]]:
-        """Run one statement on a pooled connection; waiting for one is bounded too."""
-        async with self._pool.acquire(timeout=self._acquire_timeout) as connection:
-            rows: list[Mapping[str, Any]] = await connection.fetch(query, *args)
-        return rows
+        """Run one statement on a pooled connection, again if it lost to a concurrent one.
+
+        Each statement is its own transaction, so running it again is safe:
+        the first run changed nothing.
+        """
+        attempt = 1
+        while True:
+            try:
+                async with self._connection() as connection:
+                    rows: list[Mapping[str, Any]] = await connection.fetch(query, *args)
+                return rows
+            except asyncpg.PostgresError as exc:
+                if not is_conflict(exc) or attempt >= self._conflict_attempts:
+                    raise
+                retrying(exc, attempt, self._conflict_attempts)
+            await asyncio.sleep(backoff(attempt))
+            attempt += 1
+
+    @asynccontextmanager
+    async def _connection(self) -> AsyncIterator[Any]:
+        """A pooled connection, waiting at most the acquire timeout for a free one.
+
+        Raises:
+            PoolExhausted: every connection stayed busy for the whole timeout.
+        """
+        try:
+            await asyncio.wait_for(self._slots.acquire(), self._acquire_timeout)
+        except TimeoutError:
+            raise PoolExhausted(self._pool_size, self._acquire_timeout) from None
+        try:
+            # A slot is free, so this waits only for a connection to open.
+            async with self._pool.acquire(timeout=self._acquire_timeout) as connection:
+                yield connection
+        finally:
+            self._slots.release()
 
     async def _migrate(self) -> None:
-        with _translated():
-            async with self._pool.acquire(timeout=self._acquire_timeout) as connection:
-                self._signing_key = await _migrate(connection)
-
-
-async def _migrate(connection: Any) -> bytes:
-    """Bring the schema up to date under an advisory lock; return the page-token key."""
-    async with connection.transaction():
-        # Held until commit: a second process waits here, then finds the schema
-        # already current.
-        await connection.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
-        await connection.execute(
-            "CREATE TABLE IF NOT EXISTS schema_version (version integer NOT NULL)"
-        )
-        found = await connection.fetchval("SELECT max(version) FROM schema_version")
-        current = int(found or 0)
-        if current > SCHEMA_VERSION:
-            raise StoreUnavailable(
-                f"the database schema is version {current}, newer than this"
-                f" people understands ({SCHEMA_VERSION}); upgrade people"
-            )
-        for migration in _MIGRATIONS[current:SCHEMA_VERSION]:
-            await connection.execute(migration)
-        if current < SCHEMA_VERSION:
-            await connection.execute("DELETE FROM schema_version")
-            await connection.execute(
-                "INSERT INTO schema_version (version) VALUES ($1)", SCHEMA_VERSION
-            )
-        await connection.execute(
-            "INSERT INTO secrets (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
-            _SIGNING_KEY_ROW,
-            secrets.token_bytes(32),
-        )
-        key: bytes = await connection.fetchval(
-            "SELECT value FROM secrets WHERE name = $1", _SIGNING_KEY_ROW
-        )
-    return bytes(key)
-
-
-@contextmanager
-def _translated(*, email: str | None = None) -> Iterator[None]:
-    """Turn asyncpg's and the network's exceptions into domain errors.
-
-    Args:
-        email: The email a write tries to claim, for EmailAlreadyExists.
-    """
-    try:
-        yield
-    except asyncpg.UniqueViolationError as exc:
-        if email is not None and exc.constraint_name == _EMAIL_INDEX:
-            raise EmailAlreadyExists(email) from exc
-        raise StoreUnavailable(f"the PostgreSQL store refused a write: {exc}") from exc
-    except (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError) as exc:
-        # Connection loss, server shutdown, a closed pool: nothing the caller can
-        # fix but retrying later. (A SQL mistake would land here too, and say so.)
-        raise StoreUnavailable(f"the PostgreSQL database is unavailable: {exc}") from exc
-    except (OSError, TimeoutError) as exc:
-        raise StoreUnavailable(
-            f"the PostgreSQL database is unavailable: {str(exc) or type(exc).__name__}"
-        ) from exc
+        with translating(opening=True):
+            async with self._connection() as connection:
+                self._signing_key = await migrate(connection)
 
 
 def _check_changed(row: Mapping[str, Any], user_id: str) -> None:

@@ -3,13 +3,13 @@
 sqlite3 blocks, so every statement runs on a worker thread and the event loop
 only awaits it. Writes go through a single thread and connection (SQLite has
 one writer at a time anyway); reads use a small pool of their own so they do
-not queue behind commits.
+not queue behind commits. Every sqlite3 error is classified in one place,
+:mod:`people.store.sqlite_errors`, when it leaves a worker thread.
 """
 
 from __future__ import annotations
 
 import asyncio
-import secrets
 import sqlite3
 import threading
 from collections.abc import Callable
@@ -18,35 +18,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Self, TypeVar
 
-from people.domain.errors import EmailAlreadyExists, StaleVersion, StoreUnavailable, UserNotFound
+from people.domain.errors import PeopleError, StaleVersion, StoreUnavailable, UserNotFound
 from people.domain.model import User
 from people.domain.ports import Cursor
+from people.store.sqlite_errors import translated
+from people.store.sqlite_schema import migrate
 
 _T = TypeVar("_T")
 
-#: Migration ``n`` takes the schema from version ``n`` to ``n + 1`` (``PRAGMA user_version``).
-#: Only ever append: a released step never changes.
-_MIGRATIONS: tuple[tuple[str, ...], ...] = (
-    (
-        """CREATE TABLE IF NOT EXISTS users (
-            id             TEXT PRIMARY KEY,
-            name           TEXT NOT NULL,
-            email          TEXT NOT NULL,
-            email_key      TEXT NOT NULL,
-            version        INTEGER NOT NULL,
-            create_time_us INTEGER NOT NULL,
-            update_time_us INTEGER NOT NULL
-        )""",
-        "CREATE UNIQUE INDEX IF NOT EXISTS users_email_key ON users (email_key)",
-        "CREATE INDEX IF NOT EXISTS users_creation_order ON users (create_time_us, id)",
-    ),
-    (
-        # Secrets made once per database, such as the key that signs page tokens.
-        "CREATE TABLE secrets (name TEXT PRIMARY KEY, value BLOB NOT NULL)",
-    ),
-)
-SCHEMA_VERSION = len(_MIGRATIONS)
-_SIGNING_KEY_ROW = "page_token_key"
 _COLUMNS = "id, name, email, version, create_time_us, update_time_us"
 READ_THREADS = 2
 #: How long a writer waits for another process's lock before giving up.
@@ -56,8 +35,12 @@ BUSY_TIMEOUT_MS = 5000
 class SQLiteStore:
     """Users in one SQLite file. Create it with :meth:`open`."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(
+        self, path: Path, *, busy_timeout_ms: int = BUSY_TIMEOUT_MS, max_pages: int | None = None
+    ) -> None:
         self._path = path
+        self._busy_timeout_ms = busy_timeout_ms
+        self._max_pages = max_pages
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
@@ -69,35 +52,47 @@ class SQLiteStore:
         self._signing_key = b""
 
     @classmethod
-    async def open(cls, path: str | Path) -> Self:
+    async def open(
+        cls,
+        path: str | Path,
+        *,
+        busy_timeout_ms: int = BUSY_TIMEOUT_MS,
+        max_pages: int | None = None,
+    ) -> Self:
         """Open (creating if needed) the database file and its schema.
+
+        Args:
+            path: The database file.
+            busy_timeout_ms: How long a statement waits for another
+                connection's lock before the call fails as unavailable.
+            max_pages: The most pages the file may grow to (``PRAGMA
+                max_page_count``); a write past it fails as a full disk.
 
         Raises:
             StoreUnavailable: the file cannot be opened, is not a database, or
-                was migrated by a newer people.
+                was migrated by a newer people; the message says SQLite's reason.
         """
-        store = cls(Path(path))
+        store = cls(Path(path), busy_timeout_ms=busy_timeout_ms, max_pages=max_pages)
         try:
-            store._signing_key = await store._write(_migrate)
-            store._watcher = await store._write(lambda _: store._new_connection())
-        except StoreUnavailable:
+            store._signing_key = await store._run(store._writer, migrate, opening=True)
+            store._watcher = await store._run(
+                store._writer, lambda _: store._new_connection(), opening=True
+            )
+        except PeopleError:
             await store.aclose()
             raise
         return store
 
     async def add(self, user: User) -> None:
         def insert(db: sqlite3.Connection) -> None:
-            try:
-                with db:
-                    db.execute(
-                        "INSERT INTO users (id, name, email, email_key, version,"
-                        " create_time_us, update_time_us) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                        _row(user),
-                    )
-            except sqlite3.IntegrityError as exc:
-                raise EmailAlreadyExists(user.email) from exc
+            with db:
+                db.execute(
+                    "INSERT INTO users (id, name, email, email_key, version,"
+                    " create_time_us, update_time_us) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    _row(user),
+                )
 
-        await self._write(insert)
+        await self._write(insert, email=user.email)
 
     async def get(self, user_id: str) -> User:
         def select(db: sqlite3.Connection) -> User:
@@ -127,27 +122,24 @@ class SQLiteStore:
 
     async def replace(self, user: User, *, expected_version: int) -> None:
         def update(db: sqlite3.Connection) -> None:
-            try:
-                with db:
-                    changed = db.execute(
-                        "UPDATE users SET name = ?, email = ?, email_key = ?, version = ?,"
-                        " update_time_us = ? WHERE id = ? AND version = ?",
-                        (
-                            user.name,
-                            user.email,
-                            user.email_key,
-                            user.version,
-                            _micros(user.update_time),
-                            user.id,
-                            expected_version,
-                        ),
-                    ).rowcount
-            except sqlite3.IntegrityError as exc:
-                raise EmailAlreadyExists(user.email) from exc
+            with db:
+                changed = db.execute(
+                    "UPDATE users SET name = ?, email = ?, email_key = ?, version = ?,"
+                    " update_time_us = ? WHERE id = ? AND version = ?",
+                    (
+                        user.name,
+                        user.email,
+                        user.email_key,
+                        user.version,
+                        _micros(user.update_time),
+                        user.id,
+                        expected_version,
+                    ),
+                ).rowcount
             if not changed:
                 _raise_missing_or_stale(db, user.id)
 
-        await self._write(update)
+        await self._write(update, email=user.email)
 
     async def remove(self, user_id: str, *, expected_version: int | None) -> None:
         def delete(db: sqlite3.Connection) -> None:
@@ -184,8 +176,12 @@ class SQLiteStore:
 
     async def ping(self) -> bool:
         try:
-            await self._read(lambda db: db.execute("SELECT 1 FROM users LIMIT 1").fetchall())
-        except StoreUnavailable:
+            await self._run(
+                self._readers,
+                lambda db: db.execute("SELECT 1 FROM users LIMIT 1").fetchall(),
+                quiet=True,
+            )
+        except PeopleError:
             return False
         return True
 
@@ -202,22 +198,39 @@ class SQLiteStore:
                 connection.close()
             self._connections.clear()
 
-    async def _write(self, operation: Callable[[sqlite3.Connection], _T]) -> _T:
-        return await self._run(self._writer, operation)
+    async def _write(
+        self, operation: Callable[[sqlite3.Connection], _T], *, email: str | None = None
+    ) -> _T:
+        return await self._run(self._writer, operation, email=email)
 
     async def _read(self, operation: Callable[[sqlite3.Connection], _T]) -> _T:
         return await self._run(self._readers, operation)
 
     async def _run(
-        self, executor: ThreadPoolExecutor, operation: Callable[[sqlite3.Connection], _T]
+        self,
+        executor: ThreadPoolExecutor,
+        operation: Callable[[sqlite3.Connection], _T],
+        *,
+        email: str | None = None,
+        quiet: bool = False,
+        opening: bool = False,
     ) -> _T:
+        """Run ``operation`` on a thread of ``executor``; its sqlite3 errors leave as domain errors.
+
+        Args:
+            email: The email a write tries to claim, for EmailAlreadyExists.
+            quiet: Log failures at DEBUG only (health checks).
+            opening: The store is opening: any failure is StoreUnavailable
+                with SQLite's reason, for the operator starting the server.
+        """
+
         def call() -> _T:
             try:
                 return operation(self._connection())
             except sqlite3.Error as exc:
-                # Integrity errors were translated inside `operation`; anything
-                # left is the file or the disk, which the caller cannot fix.
-                raise StoreUnavailable(f"the SQLite database is unavailable: {exc}") from exc
+                if opening:
+                    raise StoreUnavailable(f"cannot open the SQLite database: {exc}") from exc
+                raise translated(exc, email=email, quiet=quiet) from exc
 
         if self._closed:
             # The executors are shut down; say so in our terms, not as a RuntimeError.
@@ -234,13 +247,15 @@ class SQLiteStore:
 
     def _new_connection(self) -> sqlite3.Connection:
         connection = sqlite3.connect(
-            self._path, timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=False
+            self._path, timeout=self._busy_timeout_ms / 1000, check_same_thread=False
         )
         try:
+            connection.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
             connection.execute("PRAGMA journal_mode = WAL")
             # FULL: an acknowledged write survives a power loss, not just a crash.
             connection.execute("PRAGMA synchronous = FULL")
-            connection.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            if self._max_pages is not None:
+                connection.execute(f"PRAGMA max_page_count = {int(self._max_pages)}")
         except sqlite3.Error:
             # Not a database (or unreadable): close now rather than leak it.
             connection.close()
@@ -248,38 +263,6 @@ class SQLiteStore:
         with self._lock:
             self._connections.append(connection)
         return connection
-
-
-def _migrate(db: sqlite3.Connection) -> bytes:
-    """Bring the schema up to date in one transaction; return the page-token key.
-
-    ``BEGIN IMMEDIATE`` takes the write lock first, so of several processes
-    opening a new file at once one migrates and the others then find it done.
-    """
-    db.execute("BEGIN IMMEDIATE")
-    try:
-        (version,) = db.execute("PRAGMA user_version").fetchone()
-        if version > SCHEMA_VERSION:
-            raise StoreUnavailable(
-                f"the SQLite database was migrated by a newer people (schema version"
-                f" {version}, this people knows {SCHEMA_VERSION}); upgrade people"
-            )
-        for number, statements in enumerate(_MIGRATIONS[version:], start=version + 1):
-            for statement in statements:
-                db.execute(statement)
-            db.execute(f"PRAGMA user_version = {number}")
-        db.execute(
-            "INSERT OR IGNORE INTO secrets (name, value) VALUES (?, ?)",
-            (_SIGNING_KEY_ROW, secrets.token_bytes(32)),
-        )
-        (key,) = db.execute(
-            "SELECT value FROM secrets WHERE name = ?", (_SIGNING_KEY_ROW,)
-        ).fetchone()
-        db.commit()
-    except BaseException:
-        db.rollback()
-        raise
-    return bytes(key)
 
 
 def _raise_missing_or_stale(db: sqlite3.Connection, user_id: str) -> None:
