@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
@@ -31,6 +32,7 @@ from people.store.postgres import PostgresStore
 from people.store.sqlite import SQLiteStore
 from tests.inprocess import until
 from tests.test_store_contract import make_user
+from tests.wal_recovery import recovering_elsewhere
 
 
 class CountingSQLiteStore(SQLiteStore):
@@ -491,3 +493,31 @@ class TestSingleFlight:
             store.gated = False
             assert await emails(stub) == ["user1@example.com"]
             assert store.scans == 2
+
+
+class TestBusyChangeToken:
+    """Reading SQLite's change token never waits on a lock: a busy file is just not cached."""
+
+    async def test_wal_index_rebuilt_elsewhere(self, tmp_path: Path) -> None:
+        """While another process rebuilds the WAL index, the token is None at once; reads answer."""
+        path = tmp_path / "people.db"
+        served = await CountingSQLiteStore.open(path)
+        try:
+            user = make_user(1)
+            await served.add(user)
+            async with ChannelFor([UserService(UserDirectory(served))]) as channel:
+                stub = UserServiceStub(channel)
+                assert (await stub.get_user_by_id(UserIdRequest(id=user.id))).name == "user 1"
+                assert served.gets == 1
+                async with recovering_elsewhere(path):
+                    started = time.monotonic()
+                    assert await served.change_token() is None
+                    # Detects only a stall on the loop: waiting would take the 5 s busy timeout.
+                    assert time.monotonic() - started < 2
+                    call = asyncio.create_task(stub.get_user_by_id(UserIdRequest(id=user.id)))
+                    # Not answered from the cache: the call reads the store, on a reader
+                    # thread that waits (off the loop) until the rebuild is over.
+                    await until(lambda: served.gets == 2)
+                assert (await call).name == "user 1"
+        finally:
+            await served.aclose()
