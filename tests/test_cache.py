@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
@@ -23,12 +24,15 @@ from people._gen.people import (
 from people.api.read_cache import ReadCache
 from people.api.user_service import UserService
 from people.domain.directory import UserDirectory
+from people.domain.errors import StoreUnavailable
 from people.domain.model import User as DomainUser
 from people.domain.ports import Cursor, UserStore
 from people.store.memory import MemoryStore
 from people.store.postgres import PostgresStore
 from people.store.sqlite import SQLiteStore
+from tests.inprocess import until
 from tests.test_store_contract import make_user
+from tests.wal_recovery import recovering_elsewhere
 
 
 class CountingSQLiteStore(SQLiteStore):
@@ -57,6 +61,37 @@ async def sqlite_pair(tmp_path: Path) -> AsyncIterator[tuple[CountingSQLiteStore
     yield served, other
     await other.aclose()
     await served.aclose()
+
+
+class ReadGatedStore(MemoryStore):
+    """A memory store whose page reads each wait at a gate of their own, and may then fail."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        #: While True, every page read waits at a new gate, appended to ``gates`` in arrival order.
+        self.gated = True
+        self.gates: list[asyncio.Event] = []
+        #: Raised by every page read once past its gate, when set.
+        self.failure: Exception | None = None
+        self.scans = 0
+        self.token_reads = 0
+
+    async def list_page(self, *, after: Cursor | None, limit: int) -> list[DomainUser]:
+        """Read at once, then wait at the gate: the answer is the store as it was on arrival."""
+        self.scans += 1
+        users = await super().list_page(after=after, limit=limit)
+        if self.gated:
+            gate = asyncio.Event()
+            self.gates.append(gate)
+            await gate.wait()
+        if self.failure is not None:
+            raise self.failure
+        return users
+
+    async def change_token(self) -> int:
+        """Count, then read."""
+        self.token_reads += 1
+        return await super().change_token()
 
 
 async def emails(stub: UserServiceStub) -> list[str]:
@@ -273,6 +308,106 @@ class TestReadCache:
         assert cache.get(1, "huge") is None
         assert len(cache) == 2
 
+    def test_an_answer_under_an_older_token_is_dropped(self) -> None:
+        """A put under a token older than the latest one looked up neither keeps nor evicts."""
+        cache: ReadCache[bytes] = ReadCache()
+        assert cache.get(1, "all") is None  # a miss starts under 1...
+        assert cache.get(2, "all") is None  # ...a write lands, another miss starts under 2
+        cache.put(1, "all", b"old")
+        assert len(cache) == 0
+        cache.put(2, "all", b"new")
+        cache.put(1, "all", b"old")
+        assert cache.get(2, "all") == b"new"
+        assert len(cache) == 1
+
+
+class TestReadCacheFetch:
+    """fetch: concurrent misses for one key under one token share one computation."""
+
+    async def test_a_cancelled_waiter_leaves_the_others_answered(self) -> None:
+        """Cancelling the caller that started a computation leaves it running for its sharers."""
+        cache: ReadCache[bytes] = ReadCache()
+        gate = asyncio.Event()
+        runs = 0
+
+        async def compute() -> bytes:
+            nonlocal runs
+            runs += 1
+            await gate.wait()
+            return b"answer"
+
+        starter = asyncio.create_task(cache.fetch(1, "k", compute))
+        sharers = [asyncio.create_task(cache.fetch(1, "k", compute)) for _ in range(2)]
+        await until(lambda: runs == 1)
+        starter.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await starter
+        gate.set()
+        assert await asyncio.gather(*sharers) == [b"answer", b"answer"]
+        assert runs == 1
+        assert cache.get(1, "k") == b"answer"
+
+    async def test_runs_to_its_end_when_every_waiter_is_gone(self) -> None:
+        """With all its callers cancelled, a computation still finishes and keeps its answer."""
+        cache: ReadCache[bytes] = ReadCache()
+        gate = asyncio.Event()
+
+        async def compute() -> bytes:
+            await gate.wait()
+            return b"answer"
+
+        waiters = [asyncio.create_task(cache.fetch(1, "k", compute)) for _ in range(2)]
+        await asyncio.sleep(0)
+        for waiter in waiters:
+            waiter.cancel()
+        assert all(
+            isinstance(outcome, asyncio.CancelledError)
+            for outcome in await asyncio.gather(*waiters, return_exceptions=True)
+        )
+        gate.set()
+        await until(lambda: cache.get(1, "k") == b"answer")
+
+    async def test_waiters_share_one_failure_and_nothing_is_kept(self) -> None:
+        """Every caller sharing a failed computation gets the very same exception; none is kept."""
+        cache: ReadCache[bytes] = ReadCache()
+        gate = asyncio.Event()
+        failure = RuntimeError("the read failed")
+        runs = 0
+
+        async def compute() -> bytes:
+            nonlocal runs
+            runs += 1
+            await gate.wait()
+            raise failure
+
+        waiters = [asyncio.create_task(cache.fetch(1, "k", compute)) for _ in range(3)]
+        await until(lambda: runs == 1)
+        gate.set()
+        outcomes = await asyncio.gather(*waiters, return_exceptions=True)
+        assert all(outcome is failure for outcome in outcomes)
+        assert runs == 1
+        assert len(cache) == 0
+
+    async def test_a_newer_token_never_joins_an_older_computation(self) -> None:
+        """A caller whose token moved (a write landed) computes afresh, and its answer is kept."""
+        cache: ReadCache[bytes] = ReadCache()
+        gate = asyncio.Event()
+
+        async def before_the_write() -> bytes:
+            await gate.wait()
+            return b"old"
+
+        async def after_the_write() -> bytes:
+            return b"new"
+
+        older = asyncio.create_task(cache.fetch(1, "k", before_the_write))
+        await asyncio.sleep(0)
+        # Bounded: joining the older computation would wait at its gate forever.
+        assert await asyncio.wait_for(cache.fetch(2, "k", after_the_write), 5) == b"new"
+        gate.set()
+        assert await older == b"old"
+        assert cache.get(2, "k") == b"new"
+
 
 async def test_every_acknowledged_write_is_read_back(tmp_path: Path) -> None:
     """Under concurrent writers, a read issued after a create's answer always sees that user."""
@@ -294,3 +429,95 @@ async def test_every_acknowledged_write_is_read_back(tmp_path: Path) -> None:
             await asyncio.gather(*(writer(n) for n in range(8)))
     finally:
         await store.aclose()
+
+
+class TestLateAnswers:
+    """An answer computed before a write never replaces the answers kept since."""
+
+    async def test_a_slow_miss_ending_last_changes_nothing(self) -> None:
+        """A GetAllUsers read before a write, ending after a later call, keeps the newer answer."""
+        store = ReadGatedStore()
+        await store.add(make_user(1))
+        async with ChannelFor([UserService(UserDirectory(store))]) as channel:
+            stub = UserServiceStub(channel)
+            before_write = asyncio.create_task(emails(stub))
+            await until(lambda: len(store.gates) == 1)
+            await store.add(make_user(2))
+            after_write = asyncio.create_task(emails(stub))
+            await until(lambda: len(store.gates) == 2)
+            store.gates[1].set()
+            assert await after_write == ["user1@example.com", "user2@example.com"]
+            store.gates[0].set()
+            assert await before_write == ["user1@example.com"]
+            store.gated = False
+            assert await emails(stub) == ["user1@example.com", "user2@example.com"]
+            assert store.scans == 2
+
+
+class TestSingleFlight:
+    """Concurrent misses for one answer share one store read, its answer or its failure."""
+
+    async def test_concurrent_misses_read_the_store_once(self) -> None:
+        """Twenty concurrent GetAllUsers after a write scan the store once and get one answer."""
+        store = ReadGatedStore()
+        await store.add(make_user(1))
+        async with ChannelFor([UserService(UserDirectory(store))]) as channel:
+            stub = UserServiceStub(channel)
+            calls = [asyncio.create_task(emails(stub)) for _ in range(20)]
+            await until(lambda: store.token_reads == 20 and bool(store.gates))
+            assert len(store.gates) == 1
+            store.gates[0].set()
+            assert await asyncio.gather(*calls) == [["user1@example.com"]] * 20
+            store.gated = False
+            assert await emails(stub) == ["user1@example.com"]
+            assert store.scans == 1
+
+    async def test_a_failing_miss_fails_every_waiter_and_keeps_nothing(self) -> None:
+        """When the shared read fails every concurrent call gets its status; the next one reads."""
+        store = ReadGatedStore()
+        await store.add(make_user(1))
+        store.failure = StoreUnavailable("the disk went away")
+        async with ChannelFor([UserService(UserDirectory(store))]) as channel:
+            stub = UserServiceStub(channel)
+            calls = [asyncio.create_task(emails(stub)) for _ in range(5)]
+            await until(lambda: store.token_reads == 5 and bool(store.gates))
+            assert len(store.gates) == 1
+            store.gates[0].set()
+            for outcome in await asyncio.gather(*calls, return_exceptions=True):
+                assert isinstance(outcome, GRPCError)
+                assert (outcome.status, outcome.message) == (
+                    Status.UNAVAILABLE,
+                    "the disk went away",
+                )
+            store.failure = None
+            store.gated = False
+            assert await emails(stub) == ["user1@example.com"]
+            assert store.scans == 2
+
+
+class TestBusyChangeToken:
+    """Reading SQLite's change token never waits on a lock: a busy file is just not cached."""
+
+    async def test_wal_index_rebuilt_elsewhere(self, tmp_path: Path) -> None:
+        """While another process rebuilds the WAL index, the token is None at once; reads answer."""
+        path = tmp_path / "people.db"
+        served = await CountingSQLiteStore.open(path)
+        try:
+            user = make_user(1)
+            await served.add(user)
+            async with ChannelFor([UserService(UserDirectory(served))]) as channel:
+                stub = UserServiceStub(channel)
+                assert (await stub.get_user_by_id(UserIdRequest(id=user.id))).name == "user 1"
+                assert served.gets == 1
+                async with recovering_elsewhere(path):
+                    started = time.monotonic()
+                    assert await served.change_token() is None
+                    # Detects only a stall on the loop: waiting would take the 5 s busy timeout.
+                    assert time.monotonic() - started < 2
+                    call = asyncio.create_task(stub.get_user_by_id(UserIdRequest(id=user.id)))
+                    # Not answered from the cache: the call reads the store, on a reader
+                    # thread that waits (off the loop) until the rebuild is over.
+                    await until(lambda: served.gets == 2)
+                assert (await call).name == "user 1"
+        finally:
+            await served.aclose()

@@ -173,15 +173,16 @@ class UserService(UserServiceBase):
     async def _cached(
         self, key: Hashable, answer: Callable[[], Awaitable[EncodedMessage]]
     ) -> EncodedMessage:
-        """``await answer()``, or the copy kept under ``key`` since the store last changed."""
+        """``await answer()``, or the copy kept under ``key`` since the store last changed.
+
+        Concurrent misses for ``key`` share one ``answer()`` (see people.api.read_cache).
+        """
         # The token is read *before* the answer: a write in between then only
         # makes a kept answer newer than its token, never older.
         token = await self._directory.change_token()
-        cached = self._cache.get(token, key)
-        if cached is None:
-            cached = await answer()
-            self._cache.put(token, key, cached)
-        return cached
+        # No await between reading the token and handing it to the cache: the
+        # cache sees tokens in the order they were read (see people.api.read_cache).
+        return await self._cache.fetch(token, key, answer)
 
     async def _encode_user(self, user_id: str) -> EncodedMessage:
         with domain_errors_as_status():

@@ -30,6 +30,8 @@ _COLUMNS = "id, name, email, version, create_time_us, update_time_us"
 READ_THREADS = 2
 #: How long a writer waits for another process's lock before giving up.
 BUSY_TIMEOUT_MS = 5000
+#: The watcher runs on the event loop, so it never waits for a lock (see change_token).
+WATCHER_BUSY_TIMEOUT_MS = 0
 
 
 class SQLiteStore:
@@ -76,7 +78,7 @@ class SQLiteStore:
         try:
             store._signing_key = await store._run(store._writer, migrate, opening=True)
             store._watcher = await store._run(
-                store._writer, lambda _: store._new_connection(), opening=True
+                store._writer, lambda _: store._new_watcher(), opening=True
             )
         except PeopleError:
             await store.aclose()
@@ -160,8 +162,16 @@ class SQLiteStore:
         """SQLite's ``PRAGMA data_version`` on a connection that never writes.
 
         It changes whenever any other connection, in this process or another,
-        commits to the file. Reading it takes a few microseconds without
-        waiting for locks (WAL), so it runs on the event loop, not a thread.
+        commits to the file. Reading it takes a few microseconds, so it runs on
+        the event loop, not a thread; it must therefore never wait. The pragma
+        opens a WAL read transaction, which no writer, ``BEGIN EXCLUSIVE`` or
+        checkpoint (``TRUNCATE`` included) blocks, and while this store has the
+        file open no other connection can take it in ``locking_mode=EXCLUSIVE``
+        (each connection here holds a shared lock on the file). It does get
+        SQLITE_BUSY while another connection rebuilds the WAL index after a
+        writer died mid-commit; the watcher's busy timeout is 0, so that call
+        fails at once instead of stalling the loop for up to 5 s, and any error
+        answers None: that one call is not cached.
         """
         if self._watcher is None or self._closed:
             return None
@@ -244,6 +254,12 @@ class SQLiteStore:
             connection = self._new_connection()
             self._local.connection = connection
         return connection
+
+    def _new_watcher(self) -> sqlite3.Connection:
+        """A connection for :meth:`change_token`: set up like the others, then never waiting."""
+        watcher = self._new_connection()
+        watcher.execute(f"PRAGMA busy_timeout = {WATCHER_BUSY_TIMEOUT_MS}")
+        return watcher
 
     def _new_connection(self) -> sqlite3.Connection:
         connection = sqlite3.connect(
