@@ -26,6 +26,8 @@ DEFAULT_PORT = 50051
 DEFAULT_DATABASE = "sqlite:///people.db"
 
 LogFormat = Literal["text", "json"]
+LogLevel = Literal["debug", "info", "warning", "error"]
+LOG_LEVELS: tuple[LogLevel, ...] = ("debug", "info", "warning", "error")
 ENV_PREFIX = "PEOPLE_"
 
 
@@ -53,6 +55,7 @@ class Settings:
     max_connections: int = DEFAULT_MAX_CONNECTIONS
     max_concurrent_calls: int = DEFAULT_MAX_CONCURRENT_CALLS
     log_format: LogFormat = "text"
+    log_level: LogLevel = "info"
     access_log: bool = True
 
     def __post_init__(self) -> None:
@@ -75,6 +78,10 @@ class Settings:
                 raise SettingsError(f"{name} must be positive")
         if self.log_format not in ("text", "json"):
             raise SettingsError(f"log_format must be text or json, not {self.log_format!r}")
+        if self.log_level not in LOG_LEVELS:
+            raise SettingsError(
+                f"log_level must be one of {', '.join(LOG_LEVELS)}, not {self.log_level!r}"
+            )
 
     @property
     def tls(self) -> bool:
