@@ -10,9 +10,9 @@ connections across the workers' listening sockets.
 The first worker starts alone, so it creates or migrates the schema before the
 others open the database (two SQLite processes switching a new file to WAL at
 once can fail with "database is locked"). The parent logs the ready line once
-every worker listens, forwards SIGHUP (reload) to the workers while they
-serve, forwards SIGTERM and SIGINT to them, waits for them and exits 0 if
-they all stopped cleanly; a worker still running a few
+every worker listens, forwards SIGHUP (reload) to the workers unless it is
+stopping them, forwards SIGTERM and SIGINT to them, waits for them and exits
+0 if they all stopped cleanly; a worker still running a few
 seconds after the grace period is killed. If a worker exits on its own the
 parent stops the others and exits 1, leaving restarts to whatever runs people
 (systemd, Kubernetes). A worker that cannot start reports why, and the parent
