@@ -17,9 +17,10 @@ from people.domain.ports import UserStore
 from people.store.memory import MemoryStore
 from people.store.postgres import PostgresStore
 from people.store.sqlite import SQLiteStore
+from tests.pki import pki
 from tests.postgres import postgres_server, postgres_url
 
-__all__ = ["postgres_server", "postgres_url"]  # fixtures, re-exported for every test module
+__all__ = ["pki", "postgres_server", "postgres_url"]  # fixtures, re-exported for every test module
 
 STORE_KINDS = ["memory", "sqlite", "postgres"]
 

@@ -350,12 +350,15 @@ class TestWakeup:
     """The parent's signal handling: signals become bytes on a socket, handlers do nothing."""
 
     def test_signals_arrive_as_bytes(self) -> None:
-        """SIGTERM and SIGINT while installed run no Python code and are read back in order."""
+        """SIGTERM, SIGINT and SIGHUP while installed run no Python code and are read back in
+        order."""
         with SignalSocket() as wakeup:
             os.kill(os.getpid(), signal.SIGTERM)
             os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signal.SIGHUP)
             assert wait([wakeup.reader], timeout=5) == [wakeup.reader]
             time.sleep(0.05)
-            assert wakeup.received() == [signal.SIGTERM, signal.SIGINT]
+            assert wakeup.received() == [signal.SIGTERM, signal.SIGINT, signal.SIGHUP]
             assert wakeup.received() == []
         assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        assert signal.getsignal(signal.SIGHUP) is signal.SIG_DFL

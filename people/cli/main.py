@@ -82,7 +82,7 @@ def _run_serve(args: argparse.Namespace) -> int:
     except SettingsError as exc:
         print(f"people serve: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    configure_logging(settings.log_format, access=settings.access_log)
+    configure_logging(settings.log_format, access=settings.access_log, level=settings.log_level)
     try:
         if settings.workers > 1:
             from people.server.workers import run

@@ -54,13 +54,18 @@ def read_tokens(path: Path) -> list[bytes]:
 
 
 class TokenAuth:
-    """Checks each call's bearer token against a fixed set.
+    """Checks each call's bearer token against a set that :meth:`replace` can swap.
 
     Args:
         tokens: The accepted tokens.
     """
 
     def __init__(self, tokens: Sequence[bytes]) -> None:
+        self._tokens = list(tokens)
+
+    def replace(self, tokens: Sequence[bytes]) -> None:
+        """Accept ``tokens`` instead from the next call on; calls already admitted go on."""
+        # One assignment: a check in progress keeps iterating over the list it started with.
         self._tokens = list(tokens)
 
     def identify(self, authorization: str | None) -> str | None:

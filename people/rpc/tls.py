@@ -30,3 +30,50 @@ def server_context(cert: Path, key: Path, client_ca: Path | None = None) -> ssl.
     else:
         context.verify_mode = ssl.CERT_NONE
     return context
+
+
+class ReloadableServerContext:
+    """A server TLS context whose files can be read again while the server listens.
+
+    asyncio fixes a server's :class:`ssl.SSLContext` when it starts listening, so
+    :attr:`listening` is that context for good. Its SNI callback, which OpenSSL
+    runs early in every handshake (with or without a server name from the
+    client), hands the connection the newest context, so new handshakes present
+    the newest certificate (and trust the newest client CA). Connections already
+    open keep the context they started with. The client-certificate requirement
+    itself stays the listening context's, which is the same on every reload
+    because the same files are read.
+
+    Args:
+        cert: PEM certificate chain.
+        key: Its private key.
+        client_ca: With it, clients must present a certificate it signed.
+
+    Raises:
+        OSError: a file cannot be read; its ``filename`` says which.
+        ssl.SSLError: a file is not a usable certificate, key or CA bundle.
+    """
+
+    def __init__(self, cert: Path, key: Path, client_ca: Path | None = None) -> None:
+        self._files = (cert, key, client_ca)
+        self.listening = server_context(cert, key, client_ca)
+        self._current = self.listening
+        self.listening.sni_callback = self._hand_over
+
+    def reload(self) -> None:
+        """Read the files again; new handshakes use them.
+
+        Raises:
+            OSError: a file cannot be read; the current context stays.
+            ssl.SSLError: a file is unusable; the current context stays.
+        """
+        self._current = server_context(*self._files)
+
+    def _hand_over(
+        self,
+        connection: ssl.SSLObject | ssl.SSLSocket,
+        server_name: str | None,
+        listening: ssl.SSLContext,
+    ) -> None:
+        if self._current is not listening:
+            connection.context = self._current

@@ -77,8 +77,34 @@ class StartupError(Exception):
     """The server cannot start as configured; the message says what to fix."""
 
 
-def build_server(services: list[object], settings: Settings) -> RpcServer:
-    """Return a server for ``services`` with every limit in ``settings`` applied."""
+def build_auth(settings: Settings) -> TokenAuth | None:
+    """Return the bearer-token check ``settings.token_file`` asks for, or None without one.
+
+    Raises:
+        StartupError: the token file cannot be read or holds no token.
+    """
+    if settings.token_file is None:
+        return None
+    try:
+        return TokenAuth(read_tokens(settings.token_file))
+    except TokenFileError as exc:
+        raise StartupError(str(exc)) from None
+
+
+def build_server(
+    services: list[object], settings: Settings, *, auth: TokenAuth | None = None
+) -> RpcServer:
+    """Return a server for ``services`` with every limit in ``settings`` applied.
+
+    Args:
+        services: The servicers to expose.
+        settings: Limits, and the token file when ``auth`` is not given.
+        auth: The token check to install (the caller keeps it to reload it);
+            by default one is built from ``settings.token_file``.
+
+    Raises:
+        StartupError: the token file cannot be read or holds no token.
+    """
     policy = CallPolicy(
         max_receive_message_bytes=settings.max_receive_message_bytes,
         max_concurrent_calls=settings.max_concurrent_calls,
@@ -101,12 +127,10 @@ def build_server(services: list[object], settings: Settings) -> RpcServer:
         limits=limits,
         max_connections=settings.max_connections,
     )
-    if settings.token_file is not None:
-        try:
-            tokens = read_tokens(settings.token_file)
-        except TokenFileError as exc:
-            raise StartupError(str(exc)) from None
-        TokenAuth(tokens).install(server)
+    if auth is None:
+        auth = build_auth(settings)
+    if auth is not None:
+        auth.install(server)
         if not settings.tls and not _is_loopback(settings.host):
             log.warning(
                 "bearer tokens are enabled without TLS on %s: tokens cross the network in"

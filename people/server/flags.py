@@ -19,7 +19,13 @@ from people.rpc.defaults import (
     DEFAULT_MAX_STREAMS_PER_CONNECTION,
     DEFAULT_REQUEST_TIMEOUT,
 )
-from people.server.settings import DEFAULT_DATABASE, DEFAULT_HOST, DEFAULT_PORT, Settings
+from people.server.settings import (
+    DEFAULT_DATABASE,
+    DEFAULT_HOST,
+    DEFAULT_PORT,
+    LOG_LEVELS,
+    Settings,
+)
 
 
 def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
@@ -37,6 +43,12 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--log-format", dest="log_format", choices=["text", "json"], help="log line format"
+    )
+    parser.add_argument(
+        "--log-level",
+        dest="log_level",
+        choices=LOG_LEVELS,
+        help="least severe level logged (default info); access lines follow --access-log alone",
     )
     parser.add_argument(
         "--access-log",

@@ -6,6 +6,10 @@ user's address cannot reach a log file by accident. A record whose message
 people built itself from values that are never user data (the ready line with
 its redacted database URL) says so with ``extra={SAFE: True}`` and is written as
 it is. Tokens and passwords are never logged at all.
+
+Every timestamp is UTC, whatever the host's time zone: text lines keep the
+classic ``2026-12-02 05:32:56,123``, JSON lines carry RFC 3339
+``2026-12-02T05:32:56.123Z``.
 """
 
 from __future__ import annotations
@@ -14,10 +18,12 @@ import json
 import logging
 import re
 import sys
-from typing import Any, Literal
+import time
+from typing import Any
 from urllib.parse import unquote
 
 from people.rpc.accesslog import access_log
+from people.server.settings import LogFormat, LogLevel
 
 #: Anything that looks like an email address, masked in every log line.
 EMAIL = re.compile(r"[^\s@\"'<>(),;:]+@[^\s@\"'<>(),;:]+")
@@ -63,10 +69,11 @@ def _is_safe(record: logging.LogRecord) -> bool:
 
 
 class TextFormatter(logging.Formatter):
-    """The classic one-line format, with email addresses masked."""
+    """The classic one-line format (time in UTC), with email addresses masked."""
 
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)s %(name)s %(message)s")
+        self.converter = time.gmtime
 
     def format(self, record: logging.LogRecord) -> str:
         """Format as usual, then mask (unless the record is marked safe)."""
@@ -80,7 +87,7 @@ class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         """Return ``record`` as a JSON line, with email addresses masked."""
         line: dict[str, Any] = {
-            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
+            "time": rfc3339(record),
             "level": record.levelname,
             "logger": record.name,
             "message": record.getMessage(),
@@ -100,13 +107,24 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(line, ensure_ascii=False)
 
 
-def configure_logging(log_format: Literal["text", "json"] = "text", *, access: bool = True) -> None:
-    """Send INFO and above to stderr in ``log_format``; ``access=False`` silences access lines."""
+def rfc3339(record: logging.LogRecord) -> str:
+    """When ``record`` was made, in UTC to the millisecond: ``2026-12-02T05:32:56.123Z``."""
+    seconds = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+    return f"{seconds}.{int(record.msecs):03d}Z"
+
+
+def configure_logging(
+    log_format: LogFormat = "text", *, access: bool = True, level: LogLevel = "info"
+) -> None:
+    """Send ``level`` and above to stderr in ``log_format``.
+
+    The per-call access lines follow ``access`` alone, whatever ``level`` says.
+    """
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
     root.addHandler(handler)
-    root.setLevel(logging.INFO)
+    root.setLevel(level.upper())
     access_log.setLevel(logging.INFO if access else logging.WARNING)

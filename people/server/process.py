@@ -1,7 +1,8 @@
 """The server process: open the store, serve until a signal, then drain and close.
 
 Everything :func:`serve` opens is closed by one :class:`contextlib.AsyncExitStack`,
-in reverse order.
+in reverse order. SIGHUP reloads the token file and the TLS files
+(:mod:`people.server.reload`) while the server keeps serving.
 """
 
 from __future__ import annotations
@@ -9,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-import ssl
 from collections.abc import Callable
 from contextlib import AsyncExitStack
 
@@ -17,9 +17,9 @@ from grpclib.health.check import ServiceStatus
 
 from people.domain.errors import PeopleError
 from people.rpc.accesslog import access_log
-from people.rpc.tls import server_context
-from people.server.compose import StartupError, build_server, build_services
+from people.server.compose import StartupError, build_auth, build_server, build_services
 from people.server.logs import SAFE, redact_url
+from people.server.reload import Reloader, open_tls
 from people.server.settings import Settings
 from people.server.sockets import address, bind
 from people.store import open_store
@@ -28,7 +28,7 @@ log = logging.getLogger("people.server")
 
 
 async def serve(settings: Settings, *, on_ready: Callable[[str], None] | None = None) -> None:
-    """Run a server until SIGINT or SIGTERM, then shut it down cleanly.
+    """Run a server until SIGINT or SIGTERM, then shut it down cleanly; reload on SIGHUP.
 
     Args:
         settings: What to serve and where.
@@ -50,8 +50,9 @@ async def serve(settings: Settings, *, on_ready: Callable[[str], None] | None = 
 
         serving = ServiceStatus()
         serving.set(True)
-        server = build_server(build_services(store, settings, serving=serving), settings)
-        tls = _tls_context(settings)
+        auth = build_auth(settings)
+        server = build_server(build_services(store, settings, serving=serving), settings, auth=auth)
+        tls = open_tls(settings)
         # One of several worker processes (people.workers) shares the port.
         try:
             sock = bind(settings.host, settings.port, reuse_port=settings.workers > 1)
@@ -60,11 +61,17 @@ async def serve(settings: Settings, *, on_ready: Callable[[str], None] | None = 
                 f"cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}"
             ) from None
         stack.callback(sock.close)
-        await server.start_on(sock, ssl=tls)
+        await server.start_on(sock, ssl=None if tls is None else tls.listening)
 
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stopping.set)
             stack.callback(loop.remove_signal_handler, signum)
+        loop.add_signal_handler(signal.SIGHUP, Reloader(settings, auth=auth, tls=tls).reload)
+        stack.callback(loop.remove_signal_handler, signal.SIGHUP)
+        # A worker (people.server.workers) starts with SIGHUP blocked, so one sent
+        # before this point waits for the handler instead of killing it; elsewhere
+        # this changes nothing.
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGHUP])
 
         where = address(sock)
         log.info(
@@ -82,16 +89,3 @@ async def serve(settings: Settings, *, on_ready: Callable[[str], None] | None = 
             serving.set(False)
             await server.drain(settings.grace_period)
         log.info("people stopped")
-
-
-def _tls_context(settings: Settings) -> ssl.SSLContext | None:
-    if settings.tls_cert is None or settings.tls_key is None:
-        return None
-    try:
-        return server_context(settings.tls_cert, settings.tls_key, settings.tls_client_ca)
-    except ssl.SSLError as exc:
-        files = (settings.tls_cert, settings.tls_key, settings.tls_client_ca)
-        named = ", ".join(str(path) for path in files if path is not None)
-        raise StartupError(f"cannot use the TLS files {named}: {exc}") from None
-    except OSError as exc:
-        raise StartupError(f"cannot read TLS file {exc.filename}: {exc.strerror or exc}") from None

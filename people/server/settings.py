@@ -30,6 +30,8 @@ DEFAULT_PORT = 50051
 DEFAULT_DATABASE = "sqlite:///people.db"
 
 LogFormat = Literal["text", "json"]
+LogLevel = Literal["debug", "info", "warning", "error"]
+LOG_LEVELS: tuple[LogLevel, ...] = ("debug", "info", "warning", "error")
 ENV_PREFIX = "PEOPLE_"
 
 
@@ -66,6 +68,7 @@ class Settings:
     #: 0: after the age's GOAWAY, wait for the connection's calls however long they take.
     max_connection_age_grace: float = 0.0
     log_format: LogFormat = "text"
+    log_level: LogLevel = "info"
     access_log: bool = True
 
     def __post_init__(self) -> None:
@@ -96,6 +99,10 @@ class Settings:
                 raise SettingsError(f"{name} must not be negative (0 means no limit)")
         if self.log_format not in ("text", "json"):
             raise SettingsError(f"log_format must be text or json, not {self.log_format!r}")
+        if self.log_level not in LOG_LEVELS:
+            raise SettingsError(
+                f"log_level must be one of {', '.join(LOG_LEVELS)}, not {self.log_level!r}"
+            )
 
     @property
     def tls(self) -> bool:

@@ -10,8 +10,9 @@ connections across the workers' listening sockets.
 The first worker starts alone, so it creates or migrates the schema before the
 others open the database (two SQLite processes switching a new file to WAL at
 once can fail with "database is locked"). The parent logs the ready line once
-every worker listens, forwards SIGTERM and SIGINT to the workers, waits for
-them and exits 0 if they all stopped cleanly; a worker still running a few
+every worker listens, forwards SIGHUP (reload) to the workers unless it is
+stopping them, forwards SIGTERM and SIGINT to them, waits for them and exits
+0 if they all stopped cleanly; a worker still running a few
 seconds after the grace period is killed. If a worker exits on its own the
 parent stops the others and exits 1, leaving restarts to whatever runs people
 (systemd, Kubernetes). A worker that cannot start reports why, and the parent
@@ -59,7 +60,10 @@ STOP_MARGIN = 3.0
 TICK = 1.0
 #: How often a worker checks that its parent is still alive.
 PARENT_CHECK_INTERVAL = 0.5
-_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+#: Signals that stop the server.
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+#: Every signal the parent handles: SIGHUP reloads the workers' files.
+_SIGNALS = (*_STOP_SIGNALS, signal.SIGHUP)
 
 
 @dataclasses.dataclass
@@ -71,7 +75,7 @@ class _Worker:
 
 
 def run(settings: Settings) -> int:
-    """Serve with ``settings.workers`` processes until SIGTERM or SIGINT.
+    """Serve with ``settings.workers`` processes until SIGTERM or SIGINT; SIGHUP reloads them.
 
     Returns:
         The exit status: 0 after a clean shutdown, 1 if a worker failed, 2 if
@@ -102,7 +106,7 @@ def run(settings: Settings) -> int:
 class SignalSocket:
     """Signals delivered as bytes on a socket, for a wait to watch.
 
-    While installed, SIGINT and SIGTERM run a handler that does nothing; the
+    While installed, SIGINT, SIGTERM and SIGHUP run a handler that does nothing; the
     interpreter's own C-level handler writes each signal's number to the socket.
     """
 
@@ -259,9 +263,24 @@ class _Supervisor:
             self._stop(signal.SIGTERM)
 
     def _on_signal(self, signum: int) -> None:
+        if signum == signal.SIGHUP:
+            self._reload()
+            return
         if not self._stopping:
             log.info("people stopping %d workers", len(self._workers))
         self._stop(signum)
+
+    def _reload(self) -> None:
+        # A stopping worker has nothing to reload, and once its serve() has returned
+        # SIGHUP would kill it; workers started later read the files afresh anyway.
+        if self._stopping:
+            return
+        running = [w.process.pid for w in self._workers if w.process.exitcode is None]
+        log.info("people reloading %d workers", len(running))
+        for pid in running:
+            if pid is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGHUP)
 
     def _stop(self, signum: int) -> None:
         self._stopping = True
@@ -308,10 +327,12 @@ def _work(
         ready.send(("ready", address))
         ready.close()
 
-    # Until serve() installs its own handlers, a stop request ends the worker quietly.
-    for signum in _SIGNALS:
+    # Until serve() installs its own handlers, a stop request ends the worker
+    # quietly, and SIGHUP stays blocked: serve() unblocks it once it can reload,
+    # so a reload asked for during startup happens then instead of killing it.
+    for signum in _STOP_SIGNALS:
         signal.signal(signum, _exit_quietly)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNALS)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
     try:
         asyncio.run(serve(settings, on_ready=on_ready))
     except StartupError as exc:
