@@ -19,7 +19,7 @@ from grpclib.const import Status
 from grpclib.exceptions import GRPCError, StreamTerminatedError
 
 from people._gen.people import CreateUserRequest, Empty, UserServiceStub
-from people.server.workers import SignalSocket
+from people.server.signals import SignalSocket
 from tests.postgres import free_port
 from tests.support import ServerProcess, run_cli, running_server
 
@@ -352,7 +352,7 @@ class TestWakeup:
     def test_signals_arrive_as_bytes(self) -> None:
         """SIGTERM, SIGINT and SIGHUP while installed run no Python code and are read back in
         order."""
-        with SignalSocket() as wakeup:
+        with SignalSocket((signal.SIGINT, signal.SIGTERM, signal.SIGHUP)) as wakeup:
             os.kill(os.getpid(), signal.SIGTERM)
             os.kill(os.getpid(), signal.SIGINT)
             os.kill(os.getpid(), signal.SIGHUP)

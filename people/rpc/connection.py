@@ -17,10 +17,9 @@ state machine loses the answers still in flight ("stream removed").
   client (and a proxy in front) they never ran and may be retried. The frames
   are written straight to the transport, leaving h2's state open, so accepted
   calls still answer;
-- GOAWAY ENHANCE_YOUR_CALM, and the end of the connection, for a client that
-  cancels most of its streams (rapid reset, CVE-2023-44487), keeps opening
-  streams past the limit, or floods control frames (PING, SETTINGS, PRIORITY,
-  empty DATA) with no calls between them;
+- GOAWAY ENHANCE_YOUR_CALM, and the end of the connection, for a peer that
+  :class:`people.rpc.abuse.AbuseWatch` finds abusive (rapid reset, streams
+  past the limit, control-frame floods);
 - reading paused while the transport cannot write (its buffer is over the
   high-water mark), so a peer that does not read its answers cannot make the
   server queue unbounded replies.
@@ -33,39 +32,28 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 from h2.errors import ErrorCodes
+from h2.events import Event as H2Event
 from h2.events import (
-    DataReceived,
     PingAckReceived,
-    PingReceived,
-    PriorityUpdated,
     RemoteSettingsChanged,
     RequestReceived,
-    StreamReset,
 )
-from h2.events import Event as H2Event
 from h2.exceptions import StreamClosedError
 from hyperframe.frame import GoAwayFrame
 
+from people.rpc.abuse import AbuseWatch
 from people.rpc.coalesce import CoalescingTransport
-from people.rpc.defaults import (
-    DEFAULT_HANDSHAKE_TIMEOUT,
-    DEFAULT_IDLE_TIMEOUT,
-    DEFAULT_MAX_STREAMS_PER_CONNECTION,
-)
 from people.rpc.internals import (
-    AbstractHandler,
-    Connection,
     EventsProcessor,
-    H2Stream,
     ProtocolHooks,
     RefusingH2Connection,
+    ReleaseReportingProcessor,
     raw_transport,
 )
+from people.rpc.policy import ConnectionLimits
 
 log = logging.getLogger("people.rpc.connection")
 
@@ -75,37 +63,6 @@ ALL_STREAMS = 2**31 - 1
 GOAWAY_PING = b"people\x00\x01"
 #: Seconds to wait for that PING's answer before sending the real GOAWAY anyway.
 GOAWAY_PING_TIMEOUT = 1.0
-
-
-@dataclass(frozen=True, slots=True)
-class ConnectionLimits:
-    """What every connection of a server is held to.
-
-    Args:
-        max_streams: SETTINGS_MAX_CONCURRENT_STREAMS; a stream past it is refused alone.
-        handshake_timeout: Seconds to complete the HTTP/2 handshake.
-        idle_timeout: Seconds without calls before the connection drains.
-        max_age: Seconds (±10 % jitter) before the connection drains; None for no limit.
-        max_age_grace: Seconds its calls get after that GOAWAY before it is closed;
-            None to wait for them however long they take.
-        abuse_threshold: Streams a client may refuse or cancel early before the
-            ratio below is checked.
-        abuse_ratio: Share of its streams a client may cancel early or push past
-            the limit; above it the connection gets ENHANCE_YOUR_CALM.
-        control_burst: Control frames (PING, SETTINGS, PRIORITY, empty DATA)
-            tolerated in a row without a call between them.
-        control_per_second: How fast that allowance refills.
-    """
-
-    max_streams: int = DEFAULT_MAX_STREAMS_PER_CONNECTION
-    handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT
-    idle_timeout: float = DEFAULT_IDLE_TIMEOUT
-    max_age: float | None = None
-    max_age_grace: float | None = None
-    abuse_threshold: int = 100
-    abuse_ratio: float = 0.5
-    control_burst: int = 500
-    control_per_second: float = 10.0
 
 
 class ConnectionOwner(Protocol):
@@ -125,67 +82,6 @@ class ConnectionOwner(Protocol):
         ...
 
 
-class CallEventsProcessor(EventsProcessor):
-    """grpclib's events processor, which also reports each call's end (its stream's release)."""
-
-    def __init__(
-        self,
-        handler: AbstractHandler,
-        connection: Connection,
-        *,
-        on_release: Callable[[], None],
-    ) -> None:
-        super().__init__(handler, connection)
-        self._on_release = on_release
-
-    def process_data_received(self, event: DataReceived) -> None:
-        """Pass DATA to its stream, skipping empty frames.
-
-        grpclib's stream buffer takes an empty chunk for the end of the stream,
-        so an empty DATA frame (legal, if pointless) would cut a request short.
-        """
-        if event.data:
-            super().process_data_received(event)
-        elif event.flow_controlled_length:
-            self.connection.ack(event.stream_id, event.flow_controlled_length)
-
-    def register(self, stream: H2Stream) -> Callable[[], None]:
-        """Register a call's stream; its release also calls ``on_release``."""
-        release = super().register(stream)
-
-        def release_and_report() -> None:
-            try:
-                release()
-            finally:
-                self._on_release()
-
-        return release_and_report
-
-
-class ControlBudget:
-    """A token bucket for control frames: a burst, refilled over time and by every call."""
-
-    def __init__(self, burst: int, per_second: float) -> None:
-        self._burst = burst
-        self._per_second = per_second
-        self._tokens = float(burst)
-        self._at = time.monotonic()
-
-    def spend(self) -> bool:
-        """Take one token; False when none is left."""
-        now = time.monotonic()
-        self._tokens = min(self._burst, self._tokens + (now - self._at) * self._per_second)
-        self._at = now
-        if self._tokens < 1:
-            return False
-        self._tokens -= 1
-        return True
-
-    def refill(self) -> None:
-        """A call went by: control frames around calls are normal (BDP pings, settings)."""
-        self._tokens = float(self._burst)
-
-
 class ServerProtocol(ProtocolHooks):
     """grpclib's HTTP/2 protocol plus the timeouts, GOAWAY and defences the module describes."""
 
@@ -201,9 +97,6 @@ class ServerProtocol(ProtocolHooks):
         self._refused = False
         self._close_when_done = False
         self._goaway_started = False
-        self._streams_opened = 0
-        self._cancelled_early = 0
-        self._control = ControlBudget(self._limits.control_burst, self._limits.control_per_second)
         #: Set once the final GOAWAY is sent: streams above this id are refused.
         self.goaway_last_stream_id: int | None = None
         #: Done when the final GOAWAY is sent or the connection is gone.
@@ -216,11 +109,14 @@ class ServerProtocol(ProtocolHooks):
         self._h2 = RefusingH2Connection(
             self.h2_config, max_concurrent_streams=self._limits.max_streams
         )
+        self._abuse = AbuseWatch(self._limits, self._h2)
         return self._h2
 
     def new_processor(self) -> EventsProcessor:
         """Report each call's end, so idle time counts from it."""
-        return CallEventsProcessor(self.handler, self.connection, on_release=self._stream_released)
+        return ReleaseReportingProcessor(
+            self.handler, self.connection, on_release=self._stream_released
+        )
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         """Accept the connection, unless the server is full or draining."""
@@ -300,7 +196,6 @@ class ServerProtocol(ProtocolHooks):
         """Feed h2; watch for abuse; refuse streams opened after the final GOAWAY."""
         if self._refused or self.connection.is_closing():
             return
-        on_closed, refused = self._h2.frames_on_closed_streams, self._h2.refused_streams
         try:
             events = self.connection.feed(data)
         except Exception:  # h2's ProtocolError and friends: the peer broke HTTP/2
@@ -309,12 +204,13 @@ class ServerProtocol(ProtocolHooks):
             self.processor.close("Protocol error")
             return
         self.connection.flush()
-        abuse = self._unseen_abuse(on_closed, refused)
+        abuse = self._abuse.unseen()
         if abuse is not None:
             self._enhance_your_calm(abuse)
             return
         for event in events:
-            abuse = self._observe(event)
+            self._observe(event)
+            abuse = self._abuse.observe(event)
             if abuse is not None:
                 self._enhance_your_calm(abuse)
                 return
@@ -323,57 +219,18 @@ class ServerProtocol(ProtocolHooks):
             self.processor.process(event)
         self.connection.flush()
 
-    def _observe(self, event: H2Event) -> str | None:
-        """Note what ``event`` says about the peer; return why it is abusive, if it is."""
+    def _observe(self, event: H2Event) -> None:
         if isinstance(event, RequestReceived):
             self._last_active = time.monotonic()
-            self._streams_opened += 1
-            self._control.refill()
-        elif isinstance(event, DataReceived):
-            if event.flow_controlled_length or event.stream_ended is not None:
-                self._control.refill()
-            elif not self._control.spend():
-                return "a flood of empty DATA frames"
-        elif isinstance(event, StreamReset):
-            # After a GOAWAY clients cancel what they sent too late (grpcio does): expected.
-            if event.remote_reset and not self._goaway_started:
-                self._cancelled_early += 1
-                return self._check_cancellations()
-        elif isinstance(event, PingReceived | PriorityUpdated) or (
-            isinstance(event, RemoteSettingsChanged) and self._handshaken
-        ):
-            if not self._control.spend():
-                return "a flood of control frames"
         elif isinstance(event, PingAckReceived) and event.ping_data == GOAWAY_PING:
             self._final_goaway()
-        if not self._handshaken and isinstance(event, RemoteSettingsChanged):
+        elif not self._handshaken and isinstance(event, RemoteSettingsChanged):
             self._handshaken = True
             if self._timer is not None:
                 self._timer.cancel()
             self._timer = asyncio.get_running_loop().call_later(
                 self._limits.idle_timeout, self._idle_check
             )
-        if isinstance(event, RequestReceived):
-            return self._check_cancellations()
-        return None
-
-    def _unseen_abuse(self, on_closed: int, refused: int) -> str | None:
-        """Abuse that h2 handled without an event: DATA on closed streams, refused streams."""
-        for _ in range(self._h2.frames_on_closed_streams - on_closed):
-            if not self._control.spend():
-                return "a flood of DATA frames on closed streams"
-        if self._h2.refused_streams != refused:
-            return self._check_cancellations()
-        return None
-
-    def _check_cancellations(self) -> str | None:
-        """Rapid reset: most streams cancelled at once, or opened past the limit."""
-        refused = self._h2.refused_streams
-        wasted = self._cancelled_early + refused
-        opened = self._streams_opened + refused
-        if wasted >= self._limits.abuse_threshold and wasted > opened * self._limits.abuse_ratio:
-            return f"{wasted} of its {opened} streams cancelled at once or past the limit"
-        return None
 
     def _refuse(self, event: H2Event) -> bool:
         if not isinstance(event, RequestReceived) or self.goaway_last_stream_id is None:
@@ -408,6 +265,7 @@ class ServerProtocol(ProtocolHooks):
         if self._goaway_started:
             return
         self._goaway_started = True
+        self._abuse.expecting_cancellations = True
         if self.connection.is_closing():
             if not self.goaway_sent.done():
                 self.goaway_sent.set_result(None)

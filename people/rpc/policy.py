@@ -1,4 +1,4 @@
-"""What every call on one server shares: its limits, the handler slots, the running calls."""
+"""What every call and every connection of one server is held to, and the state behind it."""
 
 from __future__ import annotations
 
@@ -6,11 +6,14 @@ import asyncio
 from dataclasses import dataclass, field
 
 from people.rpc.defaults import (
+    DEFAULT_HANDSHAKE_TIMEOUT,
+    DEFAULT_IDLE_TIMEOUT,
     DEFAULT_MAX_CALL_DURATION,
     DEFAULT_MAX_CONCURRENT_CALLS,
     DEFAULT_MAX_MESSAGE_BYTES,
     DEFAULT_MAX_STREAMING_CALLS,
     DEFAULT_MAX_STREAMING_CALLS_PER_CONNECTION,
+    DEFAULT_MAX_STREAMS_PER_CONNECTION,
     DEFAULT_QUEUE_TIMEOUT,
     DEFAULT_REQUEST_TIMEOUT,
 )
@@ -63,3 +66,34 @@ class CallPolicy:
     def unary_calls(self) -> set[asyncio.Task[None]]:
         """Running calls that end by themselves (not long-lived streams)."""
         return {task for task, unary in self.running.items() if unary and not task.done()}
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionLimits:
+    """What every connection of a server is held to.
+
+    Args:
+        max_streams: SETTINGS_MAX_CONCURRENT_STREAMS; a stream past it is refused alone.
+        handshake_timeout: Seconds to complete the HTTP/2 handshake.
+        idle_timeout: Seconds without calls before the connection drains.
+        max_age: Seconds (±10 % jitter) before the connection drains; None for no limit.
+        max_age_grace: Seconds its calls get after that GOAWAY before it is closed;
+            None to wait for them however long they take.
+        abuse_threshold: Streams a client may refuse or cancel early before the
+            ratio below is checked.
+        abuse_ratio: Share of its streams a client may cancel early or push past
+            the limit; above it the connection gets ENHANCE_YOUR_CALM.
+        control_burst: Control frames (PING, SETTINGS, PRIORITY, empty DATA)
+            tolerated in a row without a call between them.
+        control_per_second: How fast that allowance refills.
+    """
+
+    max_streams: int = DEFAULT_MAX_STREAMS_PER_CONNECTION
+    handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT
+    idle_timeout: float = DEFAULT_IDLE_TIMEOUT
+    max_age: float | None = None
+    max_age_grace: float | None = None
+    abuse_threshold: int = 100
+    abuse_ratio: float = 0.5
+    control_burst: int = 500
+    control_per_second: float = 10.0

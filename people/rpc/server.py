@@ -22,10 +22,10 @@ from grpclib.encoding.base import CodecBase, StatusDetailsCodecBase
 from h2.config import H2Configuration
 
 from people.rpc.calls import CallHandler
-from people.rpc.connection import ConnectionLimits, ServerProtocol
+from people.rpc.connection import ServerProtocol
 from people.rpc.defaults import DEFAULT_GRACE_PERIOD, DEFAULT_MAX_CONNECTIONS
 from people.rpc.internals import DispatchServerEvents, H2Protocol, Handler, ServerHooks
-from people.rpc.policy import CallPolicy
+from people.rpc.policy import CallPolicy, ConnectionLimits
 
 log = logging.getLogger("people.rpc.server")
 

@@ -22,8 +22,7 @@ from people.api.user_service import UserService
 from people.domain.directory import UserDirectory
 from people.domain.ports import UserStore
 from people.rpc.auth import TokenAuth, TokenFileError, read_tokens
-from people.rpc.connection import ConnectionLimits
-from people.rpc.policy import CallPolicy
+from people.rpc.policy import CallPolicy, ConnectionLimits
 from people.rpc.server import RpcServer
 from people.rpc.strict_codec import StrictCodec
 from people.server.settings import Settings

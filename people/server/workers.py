@@ -35,18 +35,18 @@ import logging
 import multiprocessing
 import os
 import signal
-import socket
 import sys
 import threading
 import time
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
-from types import FrameType, TracebackType
+from types import FrameType
 
 from people.server.compose import StartupError
 from people.server.logs import SAFE, redact_url
 from people.server.process import serve
 from people.server.settings import Settings
+from people.server.signals import SignalSocket
 from people.server.sockets import address, reserve_port
 
 log = logging.getLogger("people.workers")
@@ -103,52 +103,6 @@ def run(settings: Settings) -> int:
         return _Supervisor(shared, address(reserved)).run()
 
 
-class SignalSocket:
-    """Signals delivered as bytes on a socket, for a wait to watch.
-
-    While installed, SIGINT, SIGTERM and SIGHUP run a handler that does nothing; the
-    interpreter's own C-level handler writes each signal's number to the socket.
-    """
-
-    def __init__(self) -> None:
-        self.reader, self._writer = socket.socketpair()
-        self.reader.setblocking(False)
-        self._writer.setblocking(False)
-        self._handlers = {signum: signal.signal(signum, _ignore) for signum in _SIGNALS}
-        self._previous_fd = signal.set_wakeup_fd(self._writer.fileno(), warn_on_full_buffer=False)
-
-    def __enter__(self) -> SignalSocket:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        signal.set_wakeup_fd(self._previous_fd)
-        for signum, handler in self._handlers.items():
-            signal.signal(signum, handler)
-        self.close()
-
-    def received(self) -> list[int]:
-        """The signals delivered since the last call, in order."""
-        data = b""
-        with contextlib.suppress(BlockingIOError):
-            while chunk := self.reader.recv(4096):
-                data += chunk
-        return list(data)
-
-    def close(self) -> None:
-        """Close both ends (in a forked worker, which must not write to its parent's)."""
-        self.reader.close()
-        self._writer.close()
-
-
-def _ignore(signum: int, frame: FrameType | None) -> None:
-    """A Python-level handler that does nothing: the wakeup socket carries the signal."""
-
-
 class _Supervisor:
     def __init__(self, settings: Settings, address: str) -> None:
         self._settings = settings
@@ -160,7 +114,7 @@ class _Supervisor:
         self._stop_deadline: float | None = None
 
     def run(self) -> int:
-        with SignalSocket() as wakeup:
+        with SignalSocket(_SIGNALS) as wakeup:
             # The first worker opens (and if need be migrates) the database alone;
             # the others start once it listens (see _supervise).
             self._start([1], wakeup)

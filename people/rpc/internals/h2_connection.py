@@ -1,0 +1,78 @@
+"""h2's connection state, refusing one stream past the limit instead of the whole connection."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import h2.connection
+from h2.config import H2Configuration
+from h2.errors import ErrorCodes
+from h2.events import Event as H2Event
+from h2.exceptions import StreamClosedError
+from h2.settings import SettingCodes, Settings
+from hyperframe.frame import DataFrame, HeadersFrame
+
+
+class RefusingH2Connection(h2.connection.H2Connection):
+    """h2's connection state, refusing a stream past the concurrency limit alone.
+
+    h2 ends the whole connection when the peer opens more streams than
+    SETTINGS_MAX_CONCURRENT_STREAMS allows; RFC 9113 §5.1.2 makes that a stream
+    error. Such a stream is opened as usual, so HPACK's table and flow control
+    stay in step, then reset at once with REFUSED_STREAM; none of its events
+    reach grpclib, and the client may retry it.
+
+    Args:
+        config: h2's configuration.
+        max_concurrent_streams: The limit advertised to, and enforced on, the peer.
+    """
+
+    #: Closed streams h2 remembers (to tell late frames' errors apart); h2's own
+    #: 2**16 costs about 5 MiB on every long-lived connection.
+    MAX_CLOSED_STREAMS = 4096
+
+    def __init__(self, config: H2Configuration, *, max_concurrent_streams: int) -> None:
+        super().__init__(config=config)
+        self.local_settings = Settings(
+            client=False,
+            initial_values={
+                SettingCodes.MAX_CONCURRENT_STREAMS: max_concurrent_streams,
+                SettingCodes.MAX_HEADER_LIST_SIZE: self.DEFAULT_MAX_HEADER_LIST_SIZE,
+            },
+        )
+        self._admitting_one_more = False
+        #: Streams refused for exceeding the limit, over the connection's life.
+        self.refused_streams = 0
+        #: DATA frames that arrived on streams already closed (h2 answers each with RST_STREAM).
+        self.frames_on_closed_streams = 0
+
+    @property
+    def open_inbound_streams(self) -> int:
+        """Open streams the peer started (one fewer than the limit while admitting one)."""
+        count = super().open_inbound_streams
+        if self._admitting_one_more:
+            return min(count, self.local_settings.max_concurrent_streams - 1)
+        return count
+
+    def _receive_headers_frame(self, frame: HeadersFrame) -> tuple[list[Any], list[H2Event]]:
+        over_limit = (
+            frame.stream_id not in self.streams
+            and self.open_inbound_streams >= self.local_settings.max_concurrent_streams
+        )
+        if not over_limit:
+            return super()._receive_headers_frame(frame)
+        self._admitting_one_more = True
+        try:
+            frames, events = super()._receive_headers_frame(frame)
+        finally:
+            self._admitting_one_more = False
+        self.reset_stream(frame.stream_id, error_code=ErrorCodes.REFUSED_STREAM)
+        self.refused_streams += 1
+        kept = [event for event in events if getattr(event, "stream_id", None) != frame.stream_id]
+        return frames, kept
+
+    def _handle_data_on_closed_stream(
+        self, events: list[H2Event], exc: StreamClosedError, frame: DataFrame
+    ) -> tuple[list[Any], list[H2Event]]:
+        self.frames_on_closed_streams += 1
+        return super()._handle_data_on_closed_stream(events, exc, frame)
