@@ -30,7 +30,8 @@ def _install(session: nox.Session, *groups: str, project: bool = True) -> None:
         req for group in groups for req in nox.project.dependency_groups(PYPROJECT, group)
     ]
     if project:
-        session.install("-e", ".", *requirements)
+        # With the otel extra, so the tracing tests and mypy see OpenTelemetry.
+        session.install("-e", ".[otel]", *requirements)
     else:
         session.install(*requirements)
 

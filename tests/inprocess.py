@@ -23,6 +23,7 @@ from people.domain.model import User
 from people.domain.ports import UserStore
 from people.rpc.server import RpcServer
 from people.server.compose import build_server, build_services
+from people.server.instruments import Instruments
 from people.server.settings import Settings
 from people.server.sockets import bind
 from people.store.memory import MemoryStore
@@ -47,17 +48,29 @@ class Served:
 
 @asynccontextmanager
 async def serving(
-    settings: Settings | None = None, *, store: UserStore | None = None, **overrides: Any
+    settings: Settings | None = None,
+    *,
+    store: UserStore | None = None,
+    instruments: Instruments | None = None,
+    **overrides: Any,
 ) -> AsyncIterator[Served]:
     """Run a server with ``settings`` (port 0) on ``store`` (a new memory store by default).
 
-    The caller opens and closes a store it passes in.
+    The caller opens and closes a store it passes in; ``instruments`` (metrics,
+    traces) watch the server as ``people serve`` would have them.
     """
     settings = settings or Settings(host="127.0.0.1", port=0, database="memory://", **overrides)
     store = store or MemoryStore()
+    instruments = instruments or Instruments()
     status = ServiceStatus()
     status.set(True)
-    server = build_server(build_services(store, settings, serving=status), settings)
+    services = build_services(
+        instruments.wrap(store),
+        settings,
+        serving=status,
+        on_cache_lookup=instruments.on_cache_lookup,
+    )
+    server = build_server(services, settings, observers=instruments.observers)
     sock = bind(settings.host, 0)
     await server.start_on(sock)
     try:

@@ -60,8 +60,14 @@ class ReadCache(Generic[V]):
             go first when it is exceeded.
     """
 
-    def __init__(self, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
+    def __init__(
+        self,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        *,
+        on_lookup: Callable[[bool], None] | None = None,
+    ) -> None:
         self._max_bytes = max_bytes
+        self._on_lookup = on_lookup
         #: The latest token looked up, hence the newest (see the module docstring).
         self._latest: Hashable | None = None
         #: The token the kept entries were filed under: the latest, or an older one
@@ -85,8 +91,10 @@ class ReadCache(Generic[V]):
                 computation gets the same exception object.
         """
         if token is None:
+            self._looked_up(hit=False)
             return await compute()
         kept = self.get(token, key)
+        self._looked_up(hit=kept is not None)
         if kept is not None:
             return kept
         flight = self._flights.get((token, key))
@@ -96,6 +104,10 @@ class ReadCache(Generic[V]):
             flight.add_done_callback(partial(self._landed, (token, key)))
         # shield: cancelling this caller must not cancel the others' computation.
         return await asyncio.shield(flight)
+
+    def _looked_up(self, *, hit: bool) -> None:
+        if self._on_lookup is not None:
+            self._on_lookup(hit)
 
     def get(self, token: Hashable | None, key: Hashable) -> V | None:
         """The answer kept for ``key`` under ``token``; None otherwise.

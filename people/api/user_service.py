@@ -92,6 +92,7 @@ class UserService(UserServiceBase):
         directory: The use cases behind every RPC.
         max_send_message_bytes: No answer is larger: GetAllUsers refuses and
             ListUsers pages shrink to fit.
+        on_cache_lookup: Told of every read-cache lookup, True for a hit (metrics).
     """
 
     def __init__(
@@ -99,11 +100,12 @@ class UserService(UserServiceBase):
         directory: UserDirectory,
         *,
         max_send_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        on_cache_lookup: Callable[[bool], None] | None = None,
     ) -> None:
         self._directory = directory
         self._max_send_message_bytes = max_send_message_bytes
         #: Encoded read answers, valid until the store's next write (see people.api.read_cache).
-        self._cache: ReadCache[EncodedMessage] = ReadCache()
+        self._cache: ReadCache[EncodedMessage] = ReadCache(on_lookup=on_cache_lookup)
 
     def __mapping__(self) -> dict[str, Handler]:
         """The generated routes, with the read RPCs served by the encoded path."""

@@ -51,6 +51,6 @@ def _token(path: str | Path | None, environ: Mapping[str, str]) -> str | None:
     if path is None:
         return environ.get("PEOPLE_TOKEN") or None
     try:
-        return read_tokens(Path(path))[0].decode()
+        return read_tokens(Path(path))[0].secret.decode()
     except TokenFileError as exc:
         raise UsageError(str(exc)) from None

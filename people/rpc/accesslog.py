@@ -1,33 +1,23 @@
 """The access log: exactly one record per call on the ``people.access`` logger.
 
-A record carries the call's method, status, duration and peer, and never its
-request, response or credentials. Its fields travel as ``record.access`` too,
-so a structured formatter can write them as keys.
+A record carries the call's method, status, duration and peer, the name of
+the token that authenticated it and its trace id when there are such, and
+never its request, response or credentials. Its fields travel as
+``record.access`` too, so a structured formatter can write them as keys.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
 from typing import Any
 
-from grpclib.const import Status
+from people.rpc.observe import CallRecord, NullObserver
 
 access_log = logging.getLogger("people.access")
 
-#: Fields of an access record, in the order they are written.
-ACCESS_FIELDS = ("method", "status", "code", "duration_ms", "peer")
-
-
-@dataclass
-class CallRecord:
-    """What the access log says about one call; filled in as the call proceeds."""
-
-    method: str
-    peer: tuple[str, int] | Any | None
-    start: float
-    status: Status | None = None
+#: Fields of an access record, in the order they are written (the last two when known).
+ACCESS_FIELDS = ("method", "status", "code", "duration_ms", "peer", "caller", "trace_id")
 
 
 def _peer(peer: Any) -> str:
@@ -41,19 +31,29 @@ def log_call(record: CallRecord) -> None:
     """Write the access-log line for a finished call."""
     if not access_log.isEnabledFor(logging.INFO):
         return
-    status = record.status if record.status is not None else Status.CANCELLED
-    fields = {
+    status = record.final_status
+    fields: dict[str, object] = {
         "method": record.method,
         "status": status.name,
         "code": status.value,
         "duration_ms": round((time.monotonic() - record.start) * 1000, 3),
         "peer": _peer(record.peer),
     }
-    access_log.info(
-        "%s %s %.3fms %s",
-        fields["method"],
-        fields["status"],
-        fields["duration_ms"],
-        fields["peer"],
-        extra={"access": fields},
-    )
+    line = "%s %s %.3fms %s"
+    values: list[object] = [fields["method"], fields["status"], fields["duration_ms"]]
+    values.append(fields["peer"])
+    for name in ("caller", "trace_id"):
+        value = getattr(record, name)
+        if value is not None:
+            fields[name] = value
+            line += f" {name}=%s"
+            values.append(value)
+    access_log.info(line, *values, extra={"access": fields})
+
+
+class AccessLog(NullObserver):
+    """The observer that writes the access log."""
+
+    def call_finished(self, record: CallRecord) -> None:
+        """Log the call's line."""
+        log_call(record)

@@ -5,17 +5,23 @@ listens to grpclib's ``RecvRequest`` event: a call without a known
 ``authorization: Bearer <token>`` header fails with UNAUTHENTICATED before any
 handler code runs. Tokens are compared with :func:`hmac.compare_digest` against
 every configured token, so timing does not reveal how much of a guess matched,
-and they are never logged. The health service stays open for probes. The
-accepted caller's label (``token-<n>``, never the token) is kept in a
-context variable for code that wants to know who called.
+and they are never logged. The health service stays open for probes.
+
+A token file line is either a token alone, or ``NAME:TOKEN`` to give it a name
+(letters, digits, ``_``, ``.`` and ``-``; a token that itself contains ``:``
+must be given a name). The accepted caller's name (``token-<n>`` for an unnamed
+token: its position in the file) is kept in a context variable, and the access
+log writes it; the token never is.
 """
 
 from __future__ import annotations
 
 import contextvars
 import hmac
+import re
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 from grpclib.const import Status
 from grpclib.events import RecvRequest, listen
@@ -25,15 +31,24 @@ from grpclib.server import Server
 #: Methods anyone may call: health probes carry no credentials.
 PUBLIC_PREFIXES = ("/grpc.health.v1.Health/",)
 
-#: Which configured token the current call presented, e.g. ``token-1``.
+#: The name of the token the current call presented, e.g. ``ci-deploy`` or ``token-1``.
 caller: contextvars.ContextVar[str | None] = contextvars.ContextVar("caller", default=None)
+
+_NAMED = re.compile(r"(?P<name>[A-Za-z0-9_.-]{1,64}):(?P<secret>.+)")
+
+
+class Token(NamedTuple):
+    """One accepted bearer token and the name the access log gives its caller."""
+
+    name: str
+    secret: bytes
 
 
 class TokenFileError(ValueError):
     """The token file cannot be used; the message says why (never the tokens)."""
 
 
-def read_tokens(path: Path) -> list[bytes]:
+def read_tokens(path: Path) -> list[Token]:
     """Return the tokens in ``path``: one per line, blank lines and ``#`` comments skipped.
 
     Raises:
@@ -43,14 +58,23 @@ def read_tokens(path: Path) -> list[bytes]:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise TokenFileError(f"cannot read token file {path}: {exc.__class__.__name__}") from None
+    lines = [line.strip() for line in text.splitlines()]
     tokens = [
-        line.strip().encode()
-        for line in text.splitlines()
-        if line.strip() and not line.lstrip().startswith("#")
+        _token(line, position)
+        for position, line in enumerate(
+            (line for line in lines if line and not line.startswith("#")), start=1
+        )
     ]
     if not tokens:
         raise TokenFileError(f"token file {path} holds no token")
     return tokens
+
+
+def _token(line: str, position: int) -> Token:
+    named = _NAMED.fullmatch(line)
+    if named is not None:
+        return Token(named["name"], named["secret"].strip().encode())
+    return Token(f"token-{position}", line.encode())
 
 
 class TokenAuth:
@@ -60,16 +84,16 @@ class TokenAuth:
         tokens: The accepted tokens.
     """
 
-    def __init__(self, tokens: Sequence[bytes]) -> None:
+    def __init__(self, tokens: Sequence[Token]) -> None:
         self._tokens = list(tokens)
 
-    def replace(self, tokens: Sequence[bytes]) -> None:
+    def replace(self, tokens: Sequence[Token]) -> None:
         """Accept ``tokens`` instead from the next call on; calls already admitted go on."""
         # One assignment: a check in progress keeps iterating over the list it started with.
         self._tokens = list(tokens)
 
     def identify(self, authorization: str | None) -> str | None:
-        """Return the label of the token in an ``authorization`` value, or None."""
+        """Return the name of the token in an ``authorization`` value, or None."""
         if authorization is None:
             return None
         scheme, _, presented = authorization.partition(" ")
@@ -77,10 +101,10 @@ class TokenAuth:
             return None
         candidate = presented.strip().encode()
         found = None
-        for index, token in enumerate(self._tokens, start=1):
+        for token in self._tokens:
             # Compare with every token, so the time taken does not say which matched.
-            if hmac.compare_digest(candidate, token) and found is None:
-                found = f"token-{index}"
+            if hmac.compare_digest(candidate, token.secret) and found is None:
+                found = token.name
         return found
 
     async def on_request(self, event: RecvRequest) -> None:

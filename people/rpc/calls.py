@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, nullcontext
 from typing import TYPE_CHECKING, Any
@@ -33,8 +32,9 @@ from grpclib.encoding.base import GRPC_CONTENT_TYPE
 from grpclib.exceptions import GRPCError, ProtocolError, StreamTerminatedError
 from grpclib.metadata import Deadline, decode_metadata, encode_grpc_message
 
-from people.rpc.accesslog import CallRecord, log_call
+from people.rpc.auth import caller
 from people.rpc.internals import DeadlineWrapper, H2Stream, HandlerHooks, Wrapper
+from people.rpc.observe import CallObserver, CallRecord, GrpcType
 from people.rpc.policy import CallPolicy
 from people.rpc.stream import CallStream
 
@@ -49,6 +49,12 @@ INTERNAL_ERROR = "internal server error"
 UNLIMITED_PREFIXES = ("/grpc.health.v1.Health/",)
 
 _Headers = list[tuple[str, str]]
+_GRPC_TYPES: dict[Cardinality, GrpcType] = {
+    Cardinality.UNARY_UNARY: "unary",
+    Cardinality.UNARY_STREAM: "server_stream",
+    Cardinality.STREAM_UNARY: "client_stream",
+    Cardinality.STREAM_STREAM: "bidi_stream",
+}
 
 
 async def refuse(
@@ -77,9 +83,10 @@ async def refuse(
 class CallHandler(HandlerHooks):
     """grpclib's per-connection handler, serving each call the way the module says."""
 
-    def __init__(self, *args: Any, policy: CallPolicy) -> None:
+    def __init__(self, *args: Any, policy: CallPolicy, observer: CallObserver) -> None:
         super().__init__(*args)
         self.policy = policy
+        self.observer = observer
         #: Streaming calls running on this connection.
         self.streaming = 0
 
@@ -89,7 +96,7 @@ class CallHandler(HandlerHooks):
         """Start serving a new call."""
         headers_map = dict(headers)
         peer = stream.connection.get_peer().addr()
-        record = CallRecord(method=headers_map.get(":path", "?"), peer=peer, start=time.monotonic())
+        record = CallRecord(method=headers_map.get(":path", "?"), peer=peer)
         task = self.loop.create_task(self._serve(stream, headers, headers_map, record))
         # Counted from acceptance, so a drain also waits for calls not yet started.
         self.policy.running[task] = True
@@ -99,7 +106,7 @@ class CallHandler(HandlerHooks):
             # client reset it at once) still frees its stream and leaves its record.
             self.policy.running.pop(task, None)
             release_stream()
-            log_call(record)
+            self.observer.call_finished(record)
 
         task.add_done_callback(finished)
         return task
@@ -115,6 +122,7 @@ class CallHandler(HandlerHooks):
             method = await self._check(h2_stream, headers_map, record)
             if method is None:
                 return
+            record.grpc_type = _GRPC_TYPES[method.cardinality]
             unary = method.cardinality is Cardinality.UNARY_UNARY
             task = asyncio.current_task()
             assert task is not None
@@ -195,6 +203,7 @@ class CallHandler(HandlerHooks):
             user_agent=user_agent,
             policy=self.policy,
             record=record,
+            observer=self.observer,
         )
         async with stream:
             wrapper: Wrapper
@@ -207,8 +216,11 @@ class CallHandler(HandlerHooks):
                 deadline_wrapper = wrapper.start(deadline)
             try:
                 with deadline_wrapper, wrapper:
+                    metadata = decode_metadata(headers)
+                    record.started = True
+                    self.observer.call_started(record, metadata)
                     stream.metadata, method_func = await self.dispatch.recv_request(
-                        decode_metadata(headers),
+                        metadata,
                         method.func,
                         method_name=record.method,
                         deadline=deadline,
@@ -216,6 +228,7 @@ class CallHandler(HandlerHooks):
                         user_agent=user_agent,
                         peer=stream.peer,
                     )
+                    record.caller = caller.get()
                     if stream.unary_request:
                         await self._receive_request(stream)
                     async with self._slot(method, record.method):
@@ -241,6 +254,7 @@ class CallHandler(HandlerHooks):
             async with asyncio.timeout(limit):
                 await stream.prefetch()
         except TimeoutError:
+            self.observer.refused("limits")
             raise GRPCError(
                 Status.DEADLINE_EXCEEDED,
                 f"the request message did not arrive within the server's {limit:g} s",
@@ -257,6 +271,7 @@ class CallHandler(HandlerHooks):
                 yield
             return
         if self.streaming >= self.policy.max_streaming_calls_per_connection:
+            self.observer.refused("limits")
             raise GRPCError(
                 Status.RESOURCE_EXHAUSTED,
                 f"at most {self.policy.max_streaming_calls_per_connection} streaming calls"
@@ -271,13 +286,17 @@ class CallHandler(HandlerHooks):
 
     @asynccontextmanager
     async def _acquired(self, slots: asyncio.Semaphore) -> AsyncIterator[None]:
+        self.observer.queue_changed(1)
         try:
             await asyncio.wait_for(slots.acquire(), self.policy.queue_timeout)
         except TimeoutError:
+            self.observer.refused("cap")
             raise GRPCError(
                 Status.RESOURCE_EXHAUSTED,
                 "the server is busy, too many calls are running; retry later",
             ) from None
+        finally:
+            self.observer.queue_changed(-1)
         try:
             yield
         finally:

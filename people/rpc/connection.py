@@ -53,6 +53,7 @@ from people.rpc.internals import (
     ReleaseReportingProcessor,
     raw_transport,
 )
+from people.rpc.observe import CallObserver
 from people.rpc.policy import ConnectionLimits
 
 log = logging.getLogger("people.rpc.connection")
@@ -71,6 +72,11 @@ class ConnectionOwner(Protocol):
     @property
     def limits(self) -> ConnectionLimits:
         """The limits every connection is held to."""
+        ...
+
+    @property
+    def observer(self) -> CallObserver:
+        """What watches refusals."""
         ...
 
     def admit(self, protocol: ServerProtocol) -> bool:
@@ -196,6 +202,7 @@ class ServerProtocol(ProtocolHooks):
         """Feed h2; watch for abuse; refuse streams opened after the final GOAWAY."""
         if self._refused or self.connection.is_closing():
             return
+        refused = self._h2.refused_streams
         try:
             events = self.connection.feed(data)
         except Exception:  # h2's ProtocolError and friends: the peer broke HTTP/2
@@ -204,6 +211,8 @@ class ServerProtocol(ProtocolHooks):
             self.processor.close("Protocol error")
             return
         self.connection.flush()
+        for _ in range(self._h2.refused_streams - refused):
+            self._owner.observer.refused("limits")
         abuse = self._abuse.unseen()
         if abuse is not None:
             self._enhance_your_calm(abuse)
@@ -243,11 +252,13 @@ class ServerProtocol(ProtocolHooks):
         # above the GOAWAY's last id): then nothing is left to refuse.
         with contextlib.suppress(StreamClosedError):
             h2.reset_stream(stream_id, error_code=ErrorCodes.REFUSED_STREAM)
+        self._owner.observer.refused("drain")
         return True
 
     def _enhance_your_calm(self, reason: str) -> None:
         peer = self.connection.get_peer().addr()
         log.warning("closing the connection from %s with ENHANCE_YOUR_CALM: %s", peer, reason)
+        self._owner.observer.refused("abuse")
         self._h2.close_connection(error_code=ErrorCodes.ENHANCE_YOUR_CALM)
         self.connection.flush()
         self.processor.close("enhance your calm")

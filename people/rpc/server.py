@@ -21,10 +21,12 @@ from grpclib.config import Configuration
 from grpclib.encoding.base import CodecBase, StatusDetailsCodecBase
 from h2.config import H2Configuration
 
+from people.rpc.accesslog import AccessLog
 from people.rpc.calls import CallHandler
 from people.rpc.connection import ServerProtocol
 from people.rpc.defaults import DEFAULT_GRACE_PERIOD, DEFAULT_MAX_CONNECTIONS
 from people.rpc.internals import DispatchServerEvents, H2Protocol, Handler, ServerHooks
+from people.rpc.observe import CallObserver, Observers
 from people.rpc.policy import CallPolicy, ConnectionLimits
 
 log = logging.getLogger("people.rpc.server")
@@ -42,6 +44,7 @@ class RpcServer(ServerHooks):
         policy: Limits shared by every call.
         limits: Limits every connection is held to.
         max_connections: Connections past this are closed at once.
+        observers: What watches calls besides the access log (metrics, traces).
         config: grpclib's HTTP/2 settings.
     """
 
@@ -53,9 +56,11 @@ class RpcServer(ServerHooks):
         policy: CallPolicy,
         limits: ConnectionLimits | None = None,
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        observers: tuple[CallObserver, ...] = (),
         config: Configuration | None = None,
     ) -> None:
         super().__init__(handlers, codec=codec, config=config)
+        self.observer = Observers([AccessLog(), *observers])
         self.policy = policy
         self.limits = limits or ConnectionLimits()
         self.max_connections = max_connections
@@ -70,7 +75,14 @@ class RpcServer(ServerHooks):
         dispatch: DispatchServerEvents,
     ) -> Handler:
         """Serve each call with :class:`people.rpc.calls.CallHandler` under the shared policy."""
-        return CallHandler(mapping, codec, status_details_codec, dispatch, policy=self.policy)
+        return CallHandler(
+            mapping,
+            codec,
+            status_details_codec,
+            dispatch,
+            policy=self.policy,
+            observer=self.observer,
+        )
 
     def new_protocol(
         self, handler: Handler, config: Configuration, h2_config: H2Configuration
@@ -81,16 +93,21 @@ class RpcServer(ServerHooks):
     def admit(self, protocol: ServerProtocol) -> bool:
         """Register a new connection; False when it must be turned away."""
         if self.draining:
+            self.observer.refused("drain")
             return False
         if len(self.protocols) >= self.max_connections:
             log.warning("refusing a connection: %d connections open", len(self.protocols))
+            self.observer.refused("limits")
             return False
         self.protocols.add(protocol)
+        self.observer.connections_changed(1)
         return True
 
     def forget(self, protocol: ServerProtocol) -> None:
         """A connection closed."""
-        self.protocols.discard(protocol)
+        if protocol in self.protocols:
+            self.protocols.discard(protocol)
+            self.observer.connections_changed(-1)
 
     async def start_on(self, sock: socket.socket, *, ssl: ssl.SSLContext | None = None) -> None:
         """Serve on an already bound, listening socket."""

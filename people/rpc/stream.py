@@ -14,8 +14,8 @@ from typing import Any
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
-from people.rpc.accesslog import CallRecord
 from people.rpc.internals import StreamHooks
+from people.rpc.observe import CallObserver, CallRecord
 from people.rpc.policy import CallPolicy
 
 _PREFIX = struct.Struct(">?I")
@@ -24,10 +24,18 @@ _PREFIX = struct.Struct(">?I")
 class CallStream(StreamHooks):
     """grpclib's server stream with a receive limit and unary cardinality checks."""
 
-    def __init__(self, *args: Any, policy: CallPolicy, record: CallRecord, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        policy: CallPolicy,
+        record: CallRecord,
+        observer: CallObserver,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
         self._policy = policy
         self._record = record
+        self._observer = observer
         self._request_done = False
         self._prefetched: list[Any] = []
 
@@ -50,6 +58,7 @@ class CallStream(StreamHooks):
             )
         limit = self._policy.max_receive_message_bytes
         if length > limit:
+            self._observer.refused("limits")
             raise GRPCError(
                 Status.RESOURCE_EXHAUSTED,
                 f"request message is {length} bytes, more than the server's {limit}-byte limit",
@@ -90,7 +99,14 @@ class CallStream(StreamHooks):
             if await self._read(_PREFIX.size):
                 raise GRPCError(Status.INTERNAL, "too many request messages for a unary call")
             self._request_done = True
-        return await self.delivered(self.decode(data))
+        message = await self.delivered(self.decode(data))
+        self._record.received += 1
+        return message
+
+    async def send_message(self, message: Any) -> None:
+        """Send one answer message, counting it."""
+        await super().send_message(message)
+        self._record.sent += 1
 
     async def send_trailing_metadata(self, *, status: Status = Status.OK, **kwargs: Any) -> None:
         """Send the trailers and remember the status for the access log."""

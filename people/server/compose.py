@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from grpclib.health.check import ServiceCheck, ServiceStatus
@@ -22,6 +23,7 @@ from people.api.user_service import UserService
 from people.domain.directory import UserDirectory
 from people.domain.ports import UserStore
 from people.rpc.auth import TokenAuth, TokenFileError, read_tokens
+from people.rpc.observe import CallObserver
 from people.rpc.policy import CallPolicy, ConnectionLimits
 from people.rpc.server import RpcServer
 from people.rpc.strict_codec import StrictCodec
@@ -45,7 +47,11 @@ def _descriptor_pool() -> Any:
 
 
 def build_services(
-    store: UserStore, settings: Settings, *, serving: ServiceStatus | None = None
+    store: UserStore,
+    settings: Settings,
+    *,
+    serving: ServiceStatus | None = None,
+    on_cache_lookup: Callable[[bool], None] | None = None,
 ) -> list[object]:
     """Return every servicer a people server exposes, wired to ``store``.
 
@@ -53,9 +59,12 @@ def build_services(
         store: Where users live.
         settings: Limits and the like.
         serving: When given, health reports NOT_SERVING while it is False (drain).
+        on_cache_lookup: Told of every read-cache lookup (metrics).
     """
     user_service = UserService(
-        UserDirectory(store), max_send_message_bytes=settings.max_send_message_bytes
+        UserDirectory(store),
+        max_send_message_bytes=settings.max_send_message_bytes,
+        on_cache_lookup=on_cache_lookup,
     )
 
     async def store_answers() -> bool:
@@ -91,7 +100,11 @@ def build_auth(settings: Settings) -> TokenAuth | None:
 
 
 def build_server(
-    services: list[object], settings: Settings, *, auth: TokenAuth | None = None
+    services: list[object],
+    settings: Settings,
+    *,
+    auth: TokenAuth | None = None,
+    observers: tuple[CallObserver, ...] = (),
 ) -> RpcServer:
     """Return a server for ``services`` with every limit in ``settings`` applied.
 
@@ -100,6 +113,7 @@ def build_server(
         settings: Limits, and the token file when ``auth`` is not given.
         auth: The token check to install (the caller keeps it to reload it);
             by default one is built from ``settings.token_file``.
+        observers: What watches calls besides the access log (metrics, traces).
 
     Raises:
         StartupError: the token file cannot be read or holds no token.
@@ -125,6 +139,7 @@ def build_server(
         policy=policy,
         limits=limits,
         max_connections=settings.max_connections,
+        observers=observers,
     )
     if auth is None:
         auth = build_auth(settings)

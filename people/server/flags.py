@@ -24,6 +24,7 @@ from people.server.settings import (
     DEFAULT_HOST,
     DEFAULT_PORT,
     LOG_LEVELS,
+    TRACING,
     Settings,
 )
 
@@ -55,6 +56,20 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         dest="access_log",
         action=argparse.BooleanOptionalAction,
         help="write one log line per call (default on)",
+    )
+    observe = parser.add_argument_group("metrics and traces")
+    observe.add_argument(
+        "--metrics-address",
+        dest="metrics_address",
+        metavar="HOST:PORT",
+        help="serve Prometheus metrics at http://HOST:PORT/metrics (default: no metrics)",
+    )
+    observe.add_argument(
+        "--tracing",
+        dest="tracing",
+        choices=TRACING,
+        help="send OpenTelemetry traces (needs people[otel]; OTEL_* variables configure"
+        " the exporter; default off)",
     )
     tls = parser.add_argument_group("TLS and authentication")
     tls.add_argument("--tls-cert", dest="tls_cert", type=Path, help="PEM certificate chain")

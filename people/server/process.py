@@ -12,12 +12,14 @@ import logging
 import signal
 from collections.abc import Callable
 from contextlib import AsyncExitStack
+from typing import Any
 
 from grpclib.health.check import ServiceStatus
 
 from people.domain.errors import PeopleError
 from people.rpc.accesslog import access_log
 from people.server.compose import StartupError, build_auth, build_server, build_services
+from people.server.instruments import open_instruments
 from people.server.logs import SAFE, redact_url
 from people.server.reload import Reloader, open_tls
 from people.server.settings import Settings
@@ -42,8 +44,10 @@ async def serve(settings: Settings, *, on_ready: Callable[[str], None] | None = 
     loop = asyncio.get_running_loop()
     access_log.setLevel(logging.INFO if settings.access_log else logging.WARNING)
     async with AsyncExitStack() as stack:
+        instruments = open_instruments(settings)
+        stack.callback(instruments.close)
         try:
-            store = await open_store(settings.database)
+            store = instruments.wrap(await open_store(settings.database))
         except PeopleError as exc:
             raise StartupError(str(exc)) from None
         stack.push_async_callback(store.aclose)
@@ -51,7 +55,10 @@ async def serve(settings: Settings, *, on_ready: Callable[[str], None] | None = 
         serving = ServiceStatus()
         serving.set(True)
         auth = build_auth(settings)
-        server = build_server(build_services(store, settings, serving=serving), settings, auth=auth)
+        services = build_services(
+            store, settings, serving=serving, on_cache_lookup=instruments.on_cache_lookup
+        )
+        server = build_server(services, settings, auth=auth, observers=instruments.observers)
         tls = open_tls(settings)
         # One of several worker processes (people.workers) shares the port.
         try:
@@ -62,6 +69,9 @@ async def serve(settings: Settings, *, on_ready: Callable[[str], None] | None = 
             ) from None
         stack.callback(sock.close)
         await server.start_on(sock, ssl=None if tls is None else tls.listening)
+        # Under --workers the parent serves every worker's metrics (people.server.workers).
+        if instruments.registry is not None and settings.workers == 1:
+            stack.callback(_serve_metrics(settings, instruments.registry))
 
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stopping.set)
@@ -89,3 +99,20 @@ async def serve(settings: Settings, *, on_ready: Callable[[str], None] | None = 
             serving.set(False)
             await server.drain(settings.grace_period)
         log.info("people stopped")
+
+
+def _serve_metrics(settings: Settings, registry: Any) -> Callable[[], None]:
+    """Serve ``registry`` at the metrics address; return what stops it.
+
+    Raises:
+        StartupError: the address cannot be listened on.
+    """
+    from people.server.metrics import serve_metrics
+
+    assert settings.metrics_address is not None
+    try:
+        return serve_metrics(settings.metrics_address, registry)
+    except OSError as exc:
+        raise StartupError(
+            f"cannot serve metrics on {settings.metrics_address}: {exc.strerror or exc}"
+        ) from None

@@ -32,6 +32,8 @@ DEFAULT_DATABASE = "sqlite:///people.db"
 LogFormat = Literal["text", "json"]
 LogLevel = Literal["debug", "info", "warning", "error"]
 LOG_LEVELS: tuple[LogLevel, ...] = ("debug", "info", "warning", "error")
+Tracing = Literal["off", "otlp", "console"]
+TRACING: tuple[Tracing, ...] = ("off", "otlp", "console")
 ENV_PREFIX = "PEOPLE_"
 
 
@@ -70,6 +72,10 @@ class Settings:
     log_format: LogFormat = "text"
     log_level: LogLevel = "info"
     access_log: bool = True
+    #: ``HOST:PORT`` to serve Prometheus metrics on, at /metrics; None: no metrics.
+    metrics_address: str | None = None
+    #: Where traces go (needs the ``otel`` extra); ``off``: nothing is traced.
+    tracing: Tracing = "off"
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -99,6 +105,16 @@ class Settings:
                 raise SettingsError(f"{name} must not be negative (0 means no limit)")
         if self.log_format not in ("text", "json"):
             raise SettingsError(f"log_format must be text or json, not {self.log_format!r}")
+        if self.metrics_address is not None:
+            host, colon, port = self.metrics_address.rpartition(":")
+            if not colon or not host or not port.isdigit() or int(port) > 65535:
+                raise SettingsError(
+                    f"metrics_address must be HOST:PORT, not {self.metrics_address!r}"
+                )
+        if self.tracing not in TRACING:
+            raise SettingsError(
+                f"tracing must be one of {', '.join(TRACING)}, not {self.tracing!r}"
+            )
         if self.log_level not in LOG_LEVELS:
             raise SettingsError(
                 f"log_level must be one of {', '.join(LOG_LEVELS)}, not {self.log_level!r}"

@@ -28,42 +28,40 @@ nor be slept through.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import dataclasses
 import logging
 import multiprocessing
 import os
+import shutil
 import signal
 import sys
-import threading
+import tempfile
 import time
+from collections.abc import Iterator
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
-from types import FrameType
+from pathlib import Path
+from typing import Protocol
 
 from people.server.compose import StartupError
 from people.server.logs import SAFE, redact_url
-from people.server.process import serve
 from people.server.settings import Settings
 from people.server.signals import SignalSocket
 from people.server.sockets import address, reserve_port
+from people.server.worker import EXIT_FAILED, EXIT_OK, STOP_SIGNALS, work
 
 log = logging.getLogger("people.workers")
 
-EXIT_OK = 0
-EXIT_FAILED = 1
 EXIT_USAGE = 2
 #: Extra seconds, beyond the grace period, that stopping workers get before SIGKILL.
 STOP_MARGIN = 3.0
 #: The parent looks at its workers at least this often, whatever else happens.
 TICK = 1.0
-#: How often a worker checks that its parent is still alive.
-PARENT_CHECK_INTERVAL = 0.5
-#: Signals that stop the server.
-_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+#: prometheus_client's multiprocess mode: where every process writes its values.
+MULTIPROCESS_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
 #: Every signal the parent handles: SIGHUP reloads the workers' files.
-_SIGNALS = (*_STOP_SIGNALS, signal.SIGHUP)
+_SIGNALS = (*STOP_SIGNALS, signal.SIGHUP)
 
 
 @dataclasses.dataclass
@@ -100,13 +98,61 @@ def run(settings: Settings) -> int:
         ) from None
     with reserved:
         shared = dataclasses.replace(settings, port=reserved.getsockname()[1])
-        return _Supervisor(shared, address(reserved)).run()
+        with _metrics_for_every_worker(shared) as events:
+            return _Supervisor(shared, address(reserved), events=events).run()
+
+
+class WorkerEvents(Protocol):
+    """What the supervisor reports about its workers (the metrics, when they are on)."""
+
+    def started(self, pid: int) -> None:
+        """A worker started."""
+        ...
+
+    def exited(self, pid: int, *, expected: bool) -> None:
+        """A worker ended, asked to or not."""
+        ...
+
+
+@contextlib.contextmanager
+def _metrics_for_every_worker(settings: Settings) -> Iterator[WorkerEvents | None]:
+    """With ``--metrics-address``, one endpoint in this process for every worker's metrics.
+
+    Raises:
+        StartupError: the metrics address cannot be listened on.
+    """
+    if settings.metrics_address is None:
+        yield None
+        return
+    # prometheus_client picks its multiprocess mode when it is imported, from
+    # the environment: set it first, here in the parent, before any worker forks.
+    directory = Path(tempfile.mkdtemp(prefix="people-metrics-"))
+    os.environ[MULTIPROCESS_VARIABLE] = str(directory)
+    try:
+        from prometheus_client import CollectorRegistry
+
+        from people.server.metrics import WorkerMetrics, multiprocess_registry, serve_metrics
+
+        try:
+            stop = serve_metrics(settings.metrics_address, multiprocess_registry())
+        except OSError as exc:
+            raise StartupError(
+                f"cannot serve metrics on {settings.metrics_address}: {exc.strerror or exc}"
+            ) from None
+        try:
+            yield WorkerMetrics(CollectorRegistry())
+        finally:
+            stop()
+    finally:
+        os.environ.pop(MULTIPROCESS_VARIABLE, None)
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 class _Supervisor:
-    def __init__(self, settings: Settings, address: str) -> None:
+    def __init__(self, settings: Settings, address: str, *, events: WorkerEvents | None) -> None:
         self._settings = settings
         self._address = address
+        self._events = events
         self._workers: list[_Worker] = []
         self._stopping = False
         self._failed = False
@@ -132,7 +178,7 @@ class _Supervisor:
             for index in indexes:
                 receiver, sender = context.Pipe(duplex=False)
                 process = context.Process(
-                    target=_work,
+                    target=work,
                     args=(self._settings, index, os.getpid(), sender, wakeup),
                     name=f"people-worker-{index}",
                 )
@@ -140,6 +186,8 @@ class _Supervisor:
                 sender.close()
                 self._workers.append(_Worker(index, process, receiver))
                 log.info("people worker %d started (pid %s)", index, process.pid)
+                if self._events is not None and process.pid is not None:
+                    self._events.started(process.pid)
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
@@ -203,6 +251,8 @@ class _Supervisor:
     def _on_exit(self, worker: _Worker) -> None:
         worker.process.join()
         code = worker.process.exitcode
+        if self._events is not None and worker.process.pid is not None:
+            self._events.exited(worker.process.pid, expected=self._stopping)
         if worker.ready is not None:
             worker.ready.close()
             worker.ready = None
@@ -244,62 +294,3 @@ class _Supervisor:
             if worker.process.exitcode is None and worker.process.pid is not None:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(worker.process.pid, signum)
-
-
-class _ReadyLineFilter(logging.Filter):
-    """Rename a worker's own ready line: only the parent announces the server as ready."""
-
-    def __init__(self, index: int) -> None:
-        super().__init__()
-        self._index = index
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        if "people serving on" in message:
-            record.msg = message.replace(
-                "people serving on", f"people worker {self._index} listening on", 1
-            )
-            record.args = None
-        return True
-
-
-def _work(
-    settings: Settings, index: int, parent: int, ready: Connection, wakeup: SignalSocket
-) -> None:
-    """A worker process's whole life: serve until signalled, or until the parent is gone."""
-    # Signals are still blocked here (see _Supervisor._start): stop writing them
-    # to the parent's wakeup socket before any can arrive.
-    signal.set_wakeup_fd(-1)
-    wakeup.close()
-    # Its own process group: a terminal's Ctrl-C reaches only the parent, which
-    # forwards it once.
-    os.setpgid(0, 0)
-    logging.getLogger("people.server").addFilter(_ReadyLineFilter(index))
-    threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
-
-    def on_ready(address: str) -> None:
-        ready.send(("ready", address))
-        ready.close()
-
-    # Until serve() installs its own handlers, a stop request ends the worker
-    # quietly, and SIGHUP stays blocked: serve() unblocks it once it can reload,
-    # so a reload asked for during startup happens then instead of killing it.
-    for signum in _STOP_SIGNALS:
-        signal.signal(signum, _exit_quietly)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
-    try:
-        asyncio.run(serve(settings, on_ready=on_ready))
-    except StartupError as exc:
-        with contextlib.suppress(OSError):
-            ready.send(("failed", str(exc)))
-        sys.exit(EXIT_FAILED)
-
-
-def _exit_quietly(signum: int, frame: FrameType | None) -> None:
-    sys.exit(EXIT_OK)
-
-
-def _watch_parent(parent: int) -> None:
-    while os.getppid() == parent:
-        time.sleep(PARENT_CHECK_INTERVAL)
-    os.kill(os.getpid(), signal.SIGTERM)
