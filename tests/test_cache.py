@@ -88,10 +88,10 @@ class ReadGatedStore(MemoryStore):
             raise self.failure
         return users
 
-    async def change_token(self) -> int:
+    def change_token(self) -> int:
         """Count, then read."""
         self.token_reads += 1
-        return await super().change_token()
+        return super().change_token()
 
 
 async def emails(stub: UserServiceStub) -> list[str]:
@@ -104,20 +104,20 @@ class TestChangeToken:
 
     async def test_moves_on_every_write(self, store: UserStore) -> None:
         """add, replace and remove each change the token; reads do not."""
-        first = await store.change_token()
+        first = store.change_token()
         if isinstance(store, PostgresStore):
             assert first is None  # no cheap cross-replica signal: never cached
             return
-        assert first == await store.change_token()
+        assert first == store.change_token()
         user = make_user(1)
         await store.add(user)
-        after_add = await store.change_token()
+        after_add = store.change_token()
         await store.get(user.id)
-        assert after_add == await store.change_token()
+        assert after_add == store.change_token()
         await store.replace(replace(user, name="renamed", version=2), expected_version=1)
-        after_replace = await store.change_token()
+        after_replace = store.change_token()
         await store.remove(user.id, expected_version=None)
-        after_remove = await store.change_token()
+        after_remove = store.change_token()
         assert len({first, after_add, after_replace, after_remove}) == 4
 
     async def test_sqlite_sees_another_connection(
@@ -125,9 +125,9 @@ class TestChangeToken:
     ) -> None:
         """A write through another store on the same file (another process) moves the token."""
         served, other = sqlite_pair
-        before = await served.change_token()
+        before = served.change_token()
         await other.add(make_user(1))
-        assert await served.change_token() != before
+        assert served.change_token() != before
 
 
 class TestGetAllUsersCache:
@@ -511,7 +511,7 @@ class TestBusyChangeToken:
                 assert served.gets == 1
                 async with recovering_elsewhere(path):
                     started = time.monotonic()
-                    assert await served.change_token() is None
+                    assert served.change_token() is None
                     # Detects only a stall on the loop: waiting would take the 5 s busy timeout.
                     assert time.monotonic() - started < 2
                     call = asyncio.create_task(stub.get_user_by_id(UserIdRequest(id=user.id)))

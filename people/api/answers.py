@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from google.protobuf import message_factory
-from google.protobuf.message import Message
+from google.protobuf.message import DecodeError, Message
 
 from people._gen.google_proto_descriptor_pool import default_google_proto_descriptor_pool
 from people._gen.people import PEOPLE_PROTO_DESCRIPTOR
@@ -76,6 +76,18 @@ def message_class(name: str) -> type[Message]:
     descriptor = PEOPLE_PROTO_DESCRIPTOR.message_types_by_name[name]
     assert descriptor.file.pool is default_google_proto_descriptor_pool
     return message_factory.GetMessageClass(descriptor)
+
+
+def parsed(message_type: type[Message], data: bytes) -> Any:
+    """``data`` parsed strictly by upb into ``message_type``; None if upb rejects it.
+
+    Any: the fields of upb's classes are known only at run time (see
+    :class:`UserIdFields` and :class:`ListUsersFields` for those the reads use).
+    """
+    try:
+        return message_type.FromString(data)
+    except DecodeError:
+        return None
 
 
 # Any below: upb makes these classes at run time from descriptors, so mypy

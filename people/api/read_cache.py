@@ -105,6 +105,17 @@ class ReadCache(Generic[V]):
         # shield: cancelling this caller must not cancel the others' computation.
         return await asyncio.shield(flight)
 
+    def peek(self, token: Hashable | None, key: Hashable) -> V | None:
+        """The kept answer, or None without computing anything (the fast lane's lookup).
+
+        A hit counts as a lookup; a miss does not, since the caller then
+        :meth:`fetch` es, which counts it.
+        """
+        kept = self.get(token, key)
+        if kept is not None:
+            self._looked_up(hit=True)
+        return kept
+
     def _looked_up(self, *, hit: bool) -> None:
         if self._on_lookup is not None:
             self._on_lookup(hit)

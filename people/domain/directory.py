@@ -84,9 +84,9 @@ class UserDirectory:
         """
         return await self._store.get(check_id(user_id))
 
-    async def change_token(self) -> Hashable | None:
+    def change_token(self) -> Hashable | None:
         """A value that changes whenever the users may have (see UserStore.change_token)."""
-        return await self._store.change_token()
+        return self._store.change_token()
 
     async def scan(self) -> AsyncIterator[list[User]]:
         """Every user in creation order, a batch at a time, so a caller can stop early."""

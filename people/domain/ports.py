@@ -59,12 +59,13 @@ class UserStore(Protocol):
         """
         ...
 
-    async def change_token(self) -> Hashable | None:
+    def change_token(self) -> Hashable | None:
         """Return a value that differs whenever the stored users may have changed.
 
-        Changes made by any process sharing the store count. It must be cheap
-        (callers ask before every read they might answer from a cache); None
-        means the store cannot tell cheaply, and nothing may be cached.
+        Changes made by any process sharing the store count. It is synchronous
+        and must never wait (callers ask on the event loop before every read
+        they might answer from a cache, some inside the loop's own callbacks);
+        None means the store cannot tell right now, and nothing may be cached.
         """
         ...
 

@@ -1,38 +1,33 @@
 """Bearer-token authentication, checked once per call before the handler runs.
 
-grpclib handlers see only the request message, not its metadata, so the check
-listens to grpclib's ``RecvRequest`` event: a call without a known
-``authorization: Bearer <token>`` header fails with UNAUTHENTICATED before any
-handler code runs. Tokens are compared with :func:`hmac.compare_digest` against
-every configured token, so timing does not reveal how much of a guess matched,
-and they are never logged. The health service stays open for probes.
+grpclib handlers see only the request message, not its metadata, so the
+runtime (:mod:`people.rpc.calls`, and its fast lane) calls :meth:`TokenAuth.check`
+with each call's metadata: a call without a known ``authorization: Bearer
+<token>`` header fails with UNAUTHENTICATED before any handler code runs.
+Tokens are compared with :func:`hmac.compare_digest` against every configured
+token, so timing does not reveal how much of a guess matched, and they are
+never logged. The health service stays open for probes.
 
 A token file line is either a token alone, or ``NAME:TOKEN`` to give it a name
 (letters, digits, ``_``, ``.`` and ``-``; a token that itself contains ``:``
 must be given a name). The accepted caller's name (``token-<n>`` for an unnamed
-token: its position in the file) is kept in a context variable, and the access
+token: its position in the file) goes into the call's record, and the access
 log writes it; the token never is.
 """
 
 from __future__ import annotations
 
-import contextvars
 import hmac
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from grpclib.const import Status
-from grpclib.events import RecvRequest, listen
 from grpclib.exceptions import GRPCError
-from grpclib.server import Server
 
 #: Methods anyone may call: health probes carry no credentials.
 PUBLIC_PREFIXES = ("/grpc.health.v1.Health/",)
-
-#: The name of the token the current call presented, e.g. ``ci-deploy`` or ``token-1``.
-caller: contextvars.ContextVar[str | None] = contextvars.ContextVar("caller", default=None)
 
 _NAMED = re.compile(r"(?P<name>[A-Za-z0-9_.-]{1,64}):(?P<secret>.+)")
 
@@ -107,16 +102,16 @@ class TokenAuth:
                 found = token.name
         return found
 
-    async def on_request(self, event: RecvRequest) -> None:
-        """grpclib ``RecvRequest`` listener: refuse calls without a valid token."""
-        if event.method_name.startswith(PUBLIC_PREFIXES):
-            return
-        value = event.metadata.get("authorization")
-        label = self.identify(value if isinstance(value, str) else None)
-        if label is None:
-            raise GRPCError(Status.UNAUTHENTICATED, "missing or invalid bearer token")
-        caller.set(label)
+    def check(self, method_name: str, metadata: Mapping[str, Any]) -> str | None:
+        """The name of the caller a call's metadata authenticates; None for a public method.
 
-    def install(self, server: Server) -> None:
-        """Check every call ``server`` receives."""
-        listen(server, RecvRequest, self.on_request)
+        Raises:
+            GRPCError: UNAUTHENTICATED without a known bearer token.
+        """
+        if method_name.startswith(PUBLIC_PREFIXES):
+            return None
+        value = metadata.get("authorization")
+        name = self.identify(value if isinstance(value, str) else None)
+        if name is None:
+            raise GRPCError(Status.UNAUTHENTICATED, "missing or invalid bearer token")
+        return name

@@ -32,7 +32,7 @@ from grpclib.encoding.base import GRPC_CONTENT_TYPE
 from grpclib.exceptions import GRPCError, ProtocolError, StreamTerminatedError
 from grpclib.metadata import Deadline, decode_metadata, encode_grpc_message
 
-from people.rpc.auth import caller
+from people.rpc.auth import TokenAuth
 from people.rpc.internals import DeadlineWrapper, H2Stream, HandlerHooks, Wrapper
 from people.rpc.observe import CallObserver, CallRecord, GrpcType
 from people.rpc.policy import CallPolicy
@@ -83,10 +83,17 @@ async def refuse(
 class CallHandler(HandlerHooks):
     """grpclib's per-connection handler, serving each call the way the module says."""
 
-    def __init__(self, *args: Any, policy: CallPolicy, observer: CallObserver) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        policy: CallPolicy,
+        observer: CallObserver,
+        auth: Callable[[], TokenAuth | None],
+    ) -> None:
         super().__init__(*args)
         self.policy = policy
         self.observer = observer
+        self._auth = auth
         #: Streaming calls running on this connection.
         self.streaming = 0
 
@@ -211,6 +218,9 @@ class CallHandler(HandlerHooks):
             if deadline is None:
                 wrapper = h2_stream.wrapper = Wrapper()
                 deadline_wrapper = nullcontext()
+            elif not deadline.time_remaining():
+                # grpclib's wrapper raises a bare TimeoutError for a deadline already past.
+                raise GRPCError(Status.DEADLINE_EXCEEDED, "deadline exceeded")
             else:
                 wrapper = h2_stream.wrapper = DeadlineWrapper()
                 deadline_wrapper = wrapper.start(deadline)
@@ -219,6 +229,9 @@ class CallHandler(HandlerHooks):
                     metadata = decode_metadata(headers)
                     record.started = True
                     self.observer.call_started(record, metadata)
+                    auth = self._auth()
+                    if auth is not None:
+                        record.caller = auth.check(record.method, metadata)
                     stream.metadata, method_func = await self.dispatch.recv_request(
                         metadata,
                         method.func,
@@ -228,7 +241,6 @@ class CallHandler(HandlerHooks):
                         user_agent=user_agent,
                         peer=stream.peer,
                     )
-                    record.caller = caller.get()
                     if stream.unary_request:
                         await self._receive_request(stream)
                     async with self._slot(method, record.method):

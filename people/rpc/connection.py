@@ -46,6 +46,7 @@ from hyperframe.frame import GoAwayFrame
 
 from people.rpc.abuse import AbuseWatch
 from people.rpc.coalesce import CoalescingTransport
+from people.rpc.fast_lane import FastLane
 from people.rpc.internals import (
     EventsProcessor,
     ProtocolHooks,
@@ -77,6 +78,11 @@ class ConnectionOwner(Protocol):
     @property
     def observer(self) -> CallObserver:
         """What watches refusals."""
+        ...
+
+    @property
+    def fast_lane(self) -> FastLane:
+        """Answers complete unary calls whose answer is known, inside data_received."""
         ...
 
     def admit(self, protocol: ServerProtocol) -> bool:
@@ -135,6 +141,7 @@ class ServerProtocol(ProtocolHooks):
             return
         assert isinstance(transport, asyncio.Transport)
         super().connection_made(CoalescingTransport(transport))
+        self._peer = self.connection.get_peer().addr()
         loop = asyncio.get_running_loop()
         self._timer = loop.call_later(self._limits.handshake_timeout, self._handshake_expired)
         if self._limits.max_age is not None:
@@ -217,6 +224,9 @@ class ServerProtocol(ProtocolHooks):
         if abuse is not None:
             self._enhance_your_calm(abuse)
             return
+        fast = self._owner.fast_lane
+        candidates = fast.candidates(events)
+        answered: set[int] = set()
         for event in events:
             self._observe(event)
             abuse = self._abuse.observe(event)
@@ -225,6 +235,15 @@ class ServerProtocol(ProtocolHooks):
                 return
             if self._refuse(event):
                 continue
+            stream_id = getattr(event, "stream_id", None)
+            if stream_id in answered:
+                continue
+            if isinstance(event, RequestReceived) and event.stream_id in candidates:
+                body, flow = candidates[event.stream_id]
+                if fast.answer(self._h2, event, body, flow, self._peer):
+                    answered.add(event.stream_id)
+                    self._stream_released()
+                    continue
             self.processor.process(event)
         self.connection.flush()
 
@@ -256,8 +275,7 @@ class ServerProtocol(ProtocolHooks):
         return True
 
     def _enhance_your_calm(self, reason: str) -> None:
-        peer = self.connection.get_peer().addr()
-        log.warning("closing the connection from %s with ENHANCE_YOUR_CALM: %s", peer, reason)
+        log.warning("closing the connection from %s with ENHANCE_YOUR_CALM: %s", self._peer, reason)
         self._owner.observer.refused("abuse")
         self._h2.close_connection(error_code=ErrorCodes.ENHANCE_YOUR_CALM)
         self.connection.flush()

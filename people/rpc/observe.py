@@ -58,6 +58,10 @@ class CallRecord:
 class CallObserver(Protocol):
     """Something that watches calls; every method has a do-nothing default in NullObserver."""
 
+    #: True if it must be told of a call from inside the call's own task (a tracer
+    #: making its span current); such observers keep calls off the fast lane.
+    needs_task: bool
+
     def call_started(self, record: CallRecord, metadata: Mapping[str, Any]) -> None:
         """A call to a served method is about to be authenticated and read."""
         ...
@@ -82,6 +86,8 @@ class CallObserver(Protocol):
 class NullObserver:
     """Watches nothing."""
 
+    needs_task = False
+
     def call_started(self, record: CallRecord, metadata: Mapping[str, Any]) -> None:
         """Nothing."""
 
@@ -103,6 +109,7 @@ class Observers:
 
     def __init__(self, observers: Sequence[CallObserver]) -> None:
         self._observers = tuple(observers)
+        self.needs_task = any(observer.needs_task for observer in self._observers)
 
     def call_started(self, record: CallRecord, metadata: Mapping[str, Any]) -> None:
         """Tell each observer."""

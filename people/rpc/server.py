@@ -22,9 +22,11 @@ from grpclib.encoding.base import CodecBase, StatusDetailsCodecBase
 from h2.config import H2Configuration
 
 from people.rpc.accesslog import AccessLog
+from people.rpc.auth import TokenAuth
 from people.rpc.calls import CallHandler
 from people.rpc.connection import ServerProtocol
 from people.rpc.defaults import DEFAULT_GRACE_PERIOD, DEFAULT_MAX_CONNECTIONS
+from people.rpc.fast_lane import FastLane, collect_handlers
 from people.rpc.internals import DispatchServerEvents, H2Protocol, Handler, ServerHooks
 from people.rpc.observe import CallObserver, Observers
 from people.rpc.policy import CallPolicy, ConnectionLimits
@@ -45,6 +47,10 @@ class RpcServer(ServerHooks):
         limits: Limits every connection is held to.
         max_connections: Connections past this are closed at once.
         observers: What watches calls besides the access log (metrics, traces).
+        auth: The bearer-token check every call passes, if any (``auth`` may be
+            set later too, e.g. swapped on reload).
+        fast_lane: Answer calls whose answer is already known inside
+            ``data_received`` (:mod:`people.rpc.fast_lane`).
         config: grpclib's HTTP/2 settings.
     """
 
@@ -57,11 +63,20 @@ class RpcServer(ServerHooks):
         limits: ConnectionLimits | None = None,
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
         observers: tuple[CallObserver, ...] = (),
+        auth: TokenAuth | None = None,
+        fast_lane: bool = True,
         config: Configuration | None = None,
     ) -> None:
         super().__init__(handlers, codec=codec, config=config)
+        self.auth = auth
         self.observer = Observers([AccessLog(), *observers])
         self.policy = policy
+        self.fast_lane = FastLane(
+            collect_handlers(handlers) if fast_lane else {},
+            max_receive_message_bytes=policy.max_receive_message_bytes,
+            observer=self.observer,
+            auth=lambda: self.auth,
+        )
         self.limits = limits or ConnectionLimits()
         self.max_connections = max_connections
         self.protocols: set[ServerProtocol] = set()
@@ -82,6 +97,7 @@ class RpcServer(ServerHooks):
             dispatch,
             policy=self.policy,
             observer=self.observer,
+            auth=lambda: self.auth,
         )
 
     def new_protocol(

@@ -140,11 +140,12 @@ def build_server(
         limits=limits,
         max_connections=settings.max_connections,
         observers=observers,
+        fast_lane=settings.fast_lane,
     )
     if auth is None:
         auth = build_auth(settings)
     if auth is not None:
-        auth.install(server)
+        server.auth = auth
         if not settings.tls and not _is_loopback(settings.host):
             log.warning(
                 "bearer tokens are enabled without TLS on %s: tokens cross the network in"

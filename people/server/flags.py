@@ -166,6 +166,12 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         " so load balancers rebalance long-lived clients; 0 for never (default 0)",
     )
     limits.add_argument(
+        "--fast-lane",
+        dest="fast_lane",
+        action=argparse.BooleanOptionalAction,
+        help="answer reads already in the cache without scheduling a task (default on)",
+    )
+    limits.add_argument(
         "--max-connection-age-grace",
         dest="max_connection_age_grace",
         type=float,

@@ -72,9 +72,9 @@ class InstrumentedStore:
             "remove", lambda: self._store.remove(user_id, expected_version=expected_version)
         )
 
-    async def change_token(self) -> Hashable | None:
+    def change_token(self) -> Hashable | None:
         # Asked before every cacheable read and answered without I/O: not an operation.
-        return await self._store.change_token()
+        return self._store.change_token()
 
     def signing_key(self) -> bytes:
         return self._store.signing_key()

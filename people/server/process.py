@@ -8,6 +8,7 @@ in reverse order. SIGHUP reloads the token file and the TLS files
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 from collections.abc import Callable
@@ -92,6 +93,9 @@ async def serve(settings: Settings, *, on_ready: Callable[[str], None] | None = 
         )
         if on_ready is not None:
             on_ready(where)
+        # Everything made so far lives as long as the server: keep it out of
+        # every garbage collection pass from now on (it was ~10 ms a pass).
+        gc.freeze()
         try:
             await stopping.wait()
         finally:

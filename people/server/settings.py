@@ -69,6 +69,8 @@ class Settings:
     max_connection_age: float = 0.0
     #: 0: after the age's GOAWAY, wait for the connection's calls however long they take.
     max_connection_age_grace: float = 0.0
+    #: Answer reads already in the cache inside the connection's callback (people.rpc.fast_lane).
+    fast_lane: bool = True
     log_format: LogFormat = "text"
     log_level: LogLevel = "info"
     access_log: bool = True

@@ -62,6 +62,9 @@ class CallTracer(NullObserver):
         store: The store's kind, for the ``db.system`` attribute.
     """
 
+    #: The call's span must be current inside its task, for the store spans below it.
+    needs_task = True
+
     def __init__(self, provider: trace.TracerProvider, *, store: str) -> None:
         self._tracer = provider.get_tracer("people", __version__)
         self._store = store

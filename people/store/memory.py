@@ -67,7 +67,7 @@ class MemoryStore:
         del self._ids_by_email[current.email_key]
         self._changes += 1
 
-    async def change_token(self) -> int:
+    def change_token(self) -> int:
         return self._changes
 
     def signing_key(self) -> bytes:

@@ -197,7 +197,7 @@ class PostgresStore:
             )
         _check_changed(row, user_id)
 
-    async def change_token(self) -> None:
+    def change_token(self) -> None:
         # Other replicas write without telling this one, and asking the
         # database costs a round trip: no cache is cheaper than a correct one.
         return None

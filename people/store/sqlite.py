@@ -158,7 +158,7 @@ class SQLiteStore:
 
         await self._write(delete)
 
-    async def change_token(self) -> int | None:
+    def change_token(self) -> int | None:
         """SQLite's ``PRAGMA data_version`` on a connection that never writes.
 
         It changes whenever any other connection, in this process or another,

@@ -16,12 +16,15 @@ from __future__ import annotations
 import asyncio
 
 import h2.connection
+import hpack.hpack
+import hpack.table
 from grpclib.events import _DispatchServerEvents
 from grpclib.protocol import AbstractHandler, Connection, EventsProcessor, H2Protocol
 from grpclib.protocol import Stream as H2Stream
 from grpclib.server import Handler, Server
 from grpclib.server import Stream as ServerStream
 from grpclib.utils import DeadlineWrapper, Wrapper
+from h2.exceptions import StreamClosedError
 
 from people.rpc.internals.grpclib_hooks import (
     HandlerHooks,
@@ -126,7 +129,14 @@ RELIED_ON: dict[type, tuple[str, ...]] = {
     _DispatchServerEvents: ("recv_request", "recv_message"),
     h2.connection.H2Connection: (
         "_receive_headers_frame",
+        "_receive_frame",
+        "_frame_dispatch_table",
+        "_stream_is_closed_by_reset",
+        "_stream_is_closed_by_end",
+        "_prepare_for_sending",
         "_handle_data_on_closed_stream",
+        "encoder",
+        "decoder",
         "open_inbound_streams",
         "local_settings",
         "streams",
@@ -137,6 +147,10 @@ RELIED_ON: dict[type, tuple[str, ...]] = {
         "MAX_CLOSED_STREAMS",
         "DEFAULT_MAX_HEADER_LIST_SIZE",
     ),
+    hpack.hpack.Decoder: ("header_table", "decode", "max_header_list_size"),
+    hpack.hpack.Encoder: ("header_table", "encode"),
+    hpack.table.HeaderTable: ("add", "maxsize", "resized"),
+    StreamClosedError: ("_events", "error_code", "stream_id"),
 }
 #: Private functions the runtime calls, by module.
 RELIED_ON_FUNCTIONS = {"grpclib.protocol": ("_set_nodelay",)}

@@ -1,0 +1,169 @@
+"""The fast lane: a complete unary request whose answer is already known, answered at once.
+
+Most reads are answered from a cache. For those, grpclib's path (a Stream
+object, a task, a deadline timer, a buffer, three awaited writes) costs several
+times the work of the answer itself. When one read from the socket holds a
+whole unary call (HEADERS, one DATA frame with exactly one message, END_STREAM)
+and the method's service offers a synchronous fast handler
+(``__fast_lane__()``: path -> ``handler(request bytes) -> answer bytes | None``),
+the connection answers inside ``data_received``: nothing is scheduled.
+
+It keeps every promise of the normal path: the method, ``content-type`` and
+``grpc-encoding`` checks, a ``grpc-timeout`` that is valid and not already
+past, the size limit, strict decoding (the handler parses with upb and gives up
+on anything it would not accept), the bearer token, the drain (a refused stream
+never gets here), flow control, the observers (access log, metrics) and the
+idle clock. Whatever is unusual — a handler that cannot answer without waiting,
+a token that fails, a traced server, a frame too large — declines, and the
+call takes the normal path untouched.
+"""
+
+from __future__ import annotations
+
+import struct
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from grpclib.const import Status
+from grpclib.encoding.base import GRPC_CONTENT_TYPE
+from grpclib.exceptions import GRPCError
+from grpclib.metadata import Deadline, decode_metadata
+from h2.connection import H2Connection
+from h2.events import DataReceived, RequestReceived, StreamEnded
+from h2.events import Event as H2Event
+
+from people.rpc.auth import TokenAuth
+from people.rpc.observe import CallObserver, CallRecord
+
+#: A service's synchronous answer to a request message, or None to take the normal path.
+FastHandler = Callable[[bytes], "bytes | None"]
+
+_PREFIX = struct.Struct(">?I")
+_ANSWER_HEADERS = [(":status", "200"), ("content-type", f"{GRPC_CONTENT_TYPE}+proto")]
+_OK_TRAILERS = [("grpc-status", str(Status.OK.value))]
+_ACCEPTED_CONTENT_TYPES = frozenset({GRPC_CONTENT_TYPE, f"{GRPC_CONTENT_TYPE}+proto"})
+
+
+def collect_handlers(services: Iterable[object]) -> dict[str, FastHandler]:
+    """Every fast handler the services offer, by path."""
+    found: dict[str, FastHandler] = {}
+    for service in services:
+        offer = getattr(service, "__fast_lane__", None)
+        if offer is not None:
+            found.update(offer())
+    return found
+
+
+class FastLane:
+    """Decides, per call, whether the fast lane can answer it, and does.
+
+    Args:
+        handlers: Fast handlers by path.
+        max_receive_message_bytes: The receive limit; larger requests decline.
+        observer: Told of each call the lane answers, as for any other call.
+        auth: The current bearer-token check, if any.
+    """
+
+    def __init__(
+        self,
+        handlers: Mapping[str, FastHandler],
+        *,
+        max_receive_message_bytes: int,
+        observer: CallObserver,
+        auth: Callable[[], TokenAuth | None],
+    ) -> None:
+        self._handlers = dict(handlers)
+        self._max = max_receive_message_bytes
+        self._observer = observer
+        self._auth = auth
+        #: Calls answered here so far (tests and diagnostics).
+        self.answered = 0
+
+    def candidates(self, events: list[H2Event]) -> dict[int, tuple[bytes, int]]:
+        """Streams of ``events`` that are a whole unary call: their data and its flow length."""
+        if not self._handlers or self._observer.needs_task:
+            return {}
+        data: dict[int, list[DataReceived]] = {}
+        complete: dict[int, tuple[bytes, int]] = {}
+        for event in events:
+            stream_id = getattr(event, "stream_id", None)
+            if isinstance(event, RequestReceived):
+                if event.stream_ended is None and event.priority_updated is None:
+                    data[event.stream_id] = []
+            elif isinstance(event, DataReceived) and stream_id in data:
+                data[event.stream_id].append(event)
+                if event.stream_ended is not None:
+                    chunks = data.pop(event.stream_id)
+                    body = b"".join(chunk.data for chunk in chunks)
+                    flow = sum(chunk.flow_controlled_length for chunk in chunks)
+                    complete[event.stream_id] = (body, flow)
+            elif isinstance(event, StreamEnded):
+                continue
+            elif stream_id in data or stream_id in complete:
+                # Anything else about the stream (a reset, a priority): not for the lane.
+                data.pop(stream_id, None)
+                complete.pop(stream_id, None)
+        return complete
+
+    def answer(
+        self, h2: H2Connection, request: RequestReceived, body: bytes, flow: int, peer: Any
+    ) -> bool:
+        """Answer ``request`` now if everything allows; False leaves it to the normal path."""
+        headers: list[tuple[str, str]] = request.headers  # type: ignore[assignment] # h2 gives str with ascii header encoding
+        found = dict(headers)
+        path = found.get(":path", "")
+        handler = self._handlers.get(path)
+        if (
+            handler is None
+            or found.get(":method") != "POST"
+            or found.get("content-type") not in _ACCEPTED_CONTENT_TYPES
+            or found.get("grpc-encoding", "identity") != "identity"
+            or len(body) < _PREFIX.size
+        ):
+            return False
+        compressed, length = _PREFIX.unpack_from(body)
+        if compressed or length != len(body) - _PREFIX.size or length > self._max:
+            return False
+        try:
+            deadline = Deadline.from_headers(headers)
+        except ValueError:
+            return False
+        if deadline is not None and not deadline.time_remaining():
+            return False
+        metadata = decode_metadata(headers)
+        caller = None
+        auth = self._auth()
+        if auth is not None:
+            try:
+                caller = auth.check(path, metadata)
+            except GRPCError:
+                return False
+        started = time.monotonic()
+        answer = handler(body[_PREFIX.size :])
+        if answer is None:
+            return False
+        message = _PREFIX.pack(False, len(answer)) + answer
+        stream_id = request.stream_id
+        if len(message) > min(h2.local_flow_control_window(stream_id), h2.max_outbound_frame_size):
+            return False
+        if flow:
+            h2.acknowledge_received_data(flow, stream_id)
+        h2.send_headers(stream_id, _ANSWER_HEADERS)
+        h2.send_data(stream_id, message)
+        h2.send_headers(stream_id, _OK_TRAILERS, end_stream=True)
+        record = CallRecord(
+            method=path,
+            peer=peer,
+            start=started,
+            status=Status.OK,
+            grpc_type="unary",
+            started=True,
+            received=1,
+            sent=1,
+            caller=caller,
+        )
+        self._observer.call_started(record, metadata)
+        self._observer.call_finished(record)
+        self.answered += 1
+        return True
