@@ -13,6 +13,7 @@ from datetime import datetime
 
 import email_validator
 
+from people.domain.emails import quick_normal_form
 from people.domain.errors import InvalidField, UserNotFound
 
 MAX_NAME_LENGTH = 200
@@ -101,6 +102,9 @@ def normalise_email(raw: str) -> str:
         raise InvalidField("email", "must not be empty")
     if len(candidate) > MAX_EMAIL_LENGTH:
         raise InvalidField("email", f"must be at most {MAX_EMAIL_LENGTH} characters")
+    quick = quick_normal_form(candidate)
+    if quick is not None:
+        return quick
     try:
         valid = email_validator.validate_email(candidate, check_deliverability=False)
     except email_validator.EmailNotValidError as exc:
