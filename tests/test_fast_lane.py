@@ -21,7 +21,9 @@ from people._gen.people import (
     UserIdRequest,
     UserServiceStub,
 )
+from people.domain.model import User
 from people.domain.ports import UserStore
+from people.store.memory import MemoryStore
 from tests.inprocess import GatedStore, RawH2, Served, call_raw, frame, serving, until
 
 GET = "/people.UserService/GetUserById"
@@ -259,3 +261,28 @@ class TestSamePromises:
             client.close()
         assert answer["grpc-status"] == "0"
         assert server.answered == before
+
+
+class CountingStore(MemoryStore):
+    """A memory store that counts single-user reads."""
+
+    gets = 0
+
+    async def get(self, user_id: str) -> User:
+        """Count, then read."""
+        self.gets += 1
+        return await super().get(user_id)
+
+
+class TestWithoutTheReadCache:
+    async def test_every_read_reaches_the_store(self) -> None:
+        """With --no-read-cache nothing is kept: no read takes the lane, each reads the store."""
+        store = CountingStore()
+        async with warm(store=store, read_cache=False) as server:
+            before = store.gets
+            raw = server.served.raw_channel()
+            for _ in range(3):
+                await call_raw(raw, GET, bytes(UserIdRequest(id=server.user_id)))
+            raw.close()
+        assert server.answered == 0
+        assert store.gets == before + 3

@@ -98,6 +98,8 @@ class UserService(UserServiceBase):
         max_send_message_bytes: No answer is larger: GetAllUsers refuses and
             ListUsers pages shrink to fit.
         on_cache_lookup: Told of every read-cache lookup, True for a hit (metrics).
+        read_cache: Keep encoded read answers until the store changes; without
+            it every read reaches the store, as on PostgreSQL.
     """
 
     def __init__(
@@ -106,11 +108,13 @@ class UserService(UserServiceBase):
         *,
         max_send_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         on_cache_lookup: Callable[[bool], None] | None = None,
+        read_cache: bool = True,
     ) -> None:
         self._directory = directory
         self._max_send_message_bytes = max_send_message_bytes
         #: Encoded read answers, valid until the store's next write (see people.api.read_cache).
         self._cache: ReadCache[EncodedMessage] = ReadCache(on_lookup=on_cache_lookup)
+        self._read_cache = read_cache
 
     def __mapping__(self) -> dict[str, Handler]:
         """The generated routes, with the read RPCs served by the encoded path."""
@@ -200,6 +204,8 @@ class UserService(UserServiceBase):
 
     def _kept(self, key: Hashable) -> bytes | None:
         """The answer kept under ``key`` for the store as it is now; None if there is none."""
+        if not self._read_cache:
+            return None
         answer = self._cache.peek(self._directory.change_token(), key)
         return None if answer is None else answer.data
 
@@ -211,8 +217,9 @@ class UserService(UserServiceBase):
         Concurrent misses for ``key`` share one ``answer()`` (see people.api.read_cache).
         """
         # The token is read *before* the answer: a write in between then only
-        # makes a kept answer newer than its token, never older.
-        token = self._directory.change_token()
+        # makes a kept answer newer than its token, never older. Without the
+        # read cache, None: nothing is kept.
+        token = self._directory.change_token() if self._read_cache else None
         # No await between reading the token and handing it to the cache: the
         # cache sees tokens in the order they were read (see people.api.read_cache).
         return await self._cache.fetch(token, key, answer)

@@ -65,6 +65,7 @@ def build_services(
         UserDirectory(store),
         max_send_message_bytes=settings.max_send_message_bytes,
         on_cache_lookup=on_cache_lookup,
+        read_cache=settings.read_cache,
     )
 
     async def store_answers() -> bool:

@@ -26,6 +26,7 @@ from people.server.settings import (
     LOG_LEVELS,
     TRACING,
     Settings,
+    workers_count,
 )
 
 
@@ -39,8 +40,9 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--workers",
-        type=int,
-        help="server processes sharing the port (SO_REUSEPORT; default 1)",
+        type=workers_count,
+        metavar="N|auto",
+        help="server processes sharing the port (SO_REUSEPORT); auto: one per CPU (default 1)",
     )
     parser.add_argument(
         "--log-format", dest="log_format", choices=["text", "json"], help="log line format"
@@ -164,6 +166,12 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         help="seconds (jittered by 10%%) after which a connection is drained with GOAWAY,"
         " so load balancers rebalance long-lived clients; 0 for never (default 0)",
+    )
+    limits.add_argument(
+        "--read-cache",
+        dest="read_cache",
+        action=argparse.BooleanOptionalAction,
+        help="keep encoded read answers until the store changes (default on)",
     )
     limits.add_argument(
         "--fast-lane",

@@ -8,6 +8,7 @@ fill it are declared in :mod:`people.server.flags`.
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -71,6 +72,8 @@ class Settings:
     max_connection_age_grace: float = 0.0
     #: Answer reads already in the cache inside the connection's callback (people.rpc.fast_lane).
     fast_lane: bool = True
+    #: Keep encoded read answers until the store changes (people.api.read_cache).
+    read_cache: bool = True
     log_format: LogFormat = "text"
     log_level: LogLevel = "info"
     access_log: bool = True
@@ -149,8 +152,21 @@ class Settings:
             raise SettingsError(str(exc)) from exc
 
 
+def workers_count(raw: str) -> int:
+    """A worker count: a number, or ``auto`` for one worker per CPU.
+
+    Raises:
+        ValueError: neither.
+    """
+    if raw.strip().lower() == "auto":
+        return os.cpu_count() or 1
+    return int(raw)
+
+
 def _parse(name: str, kind: object, raw: str) -> object:
     try:
+        if name == "workers":
+            return workers_count(raw)
         if kind == "int":
             return int(raw)
         if kind == "float":
