@@ -2,9 +2,10 @@
 
 sqlite3 blocks, so every statement runs on a worker thread and the event loop
 only awaits it. Writes go through a single thread and connection (SQLite has
-one writer at a time anyway); reads use a small pool of their own so they do
-not queue behind commits. Every sqlite3 error is classified in one place,
-:mod:`people.store.sqlite_errors`, when it leaves a worker thread.
+one writer at a time anyway), which commits concurrent writes together
+(:mod:`people.store.sqlite_writer`); reads use a small pool of their own so
+they do not queue behind commits. Every sqlite3 error is classified in one
+place, :mod:`people.store.sqlite_errors`, when it leaves a worker thread.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from people.domain.model import User
 from people.domain.ports import Cursor
 from people.store.sqlite_errors import translated
 from people.store.sqlite_schema import migrate
+from people.store.sqlite_writer import GroupWriter
 
 _T = TypeVar("_T")
 
@@ -46,7 +48,7 @@ class SQLiteStore:
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
-        self._writer = ThreadPoolExecutor(1, thread_name_prefix="people-sqlite-write")
+        self._writer = GroupWriter(lambda: self._new_connection(writer=True))
         self._readers = ThreadPoolExecutor(READ_THREADS, thread_name_prefix="people-sqlite-read")
         self._closed = False
         #: Used only on the event loop, for PRAGMA data_version (see change_token).
@@ -76,9 +78,11 @@ class SQLiteStore:
         """
         store = cls(Path(path), busy_timeout_ms=busy_timeout_ms, max_pages=max_pages)
         try:
-            store._signing_key = await store._run(store._writer, migrate, opening=True)
-            store._watcher = await store._run(
-                store._writer, lambda _: store._new_watcher(), opening=True
+            store._signing_key = await store._writer.submit(
+                migrate, solo=True, translate=_cannot_open
+            )
+            store._watcher = await store._writer.submit(
+                lambda _: store._new_watcher(), solo=True, translate=_cannot_open
             )
         except PeopleError:
             await store.aclose()
@@ -87,12 +91,11 @@ class SQLiteStore:
 
     async def add(self, user: User) -> None:
         def insert(db: sqlite3.Connection) -> None:
-            with db:
-                db.execute(
-                    "INSERT INTO users (id, name, email, email_key, version,"
-                    " create_time_us, update_time_us) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    _row(user),
-                )
+            db.execute(
+                "INSERT INTO users (id, name, email, email_key, version,"
+                " create_time_us, update_time_us) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                _row(user),
+            )
 
         await self._write(insert, email=user.email)
 
@@ -124,20 +127,19 @@ class SQLiteStore:
 
     async def replace(self, user: User, *, expected_version: int) -> None:
         def update(db: sqlite3.Connection) -> None:
-            with db:
-                changed = db.execute(
-                    "UPDATE users SET name = ?, email = ?, email_key = ?, version = ?,"
-                    " update_time_us = ? WHERE id = ? AND version = ?",
-                    (
-                        user.name,
-                        user.email,
-                        user.email_key,
-                        user.version,
-                        _micros(user.update_time),
-                        user.id,
-                        expected_version,
-                    ),
-                ).rowcount
+            changed = db.execute(
+                "UPDATE users SET name = ?, email = ?, email_key = ?, version = ?,"
+                " update_time_us = ? WHERE id = ? AND version = ?",
+                (
+                    user.name,
+                    user.email,
+                    user.email_key,
+                    user.version,
+                    _micros(user.update_time),
+                    user.id,
+                    expected_version,
+                ),
+            ).rowcount
             if not changed:
                 _raise_missing_or_stale(db, user.id)
 
@@ -145,14 +147,13 @@ class SQLiteStore:
 
     async def remove(self, user_id: str, *, expected_version: int | None) -> None:
         def delete(db: sqlite3.Connection) -> None:
-            with db:
-                if expected_version is None:
-                    cursor = db.execute("DELETE FROM users WHERE id = ?", (user_id,))
-                else:
-                    cursor = db.execute(
-                        "DELETE FROM users WHERE id = ? AND version = ?",
-                        (user_id, expected_version),
-                    )
+            if expected_version is None:
+                cursor = db.execute("DELETE FROM users WHERE id = ?", (user_id,))
+            else:
+                cursor = db.execute(
+                    "DELETE FROM users WHERE id = ? AND version = ?",
+                    (user_id, expected_version),
+                )
             if not cursor.rowcount:
                 _raise_missing_or_stale(db, user_id)
 
@@ -201,7 +202,7 @@ class SQLiteStore:
         await loop.run_in_executor(None, self._shutdown)
 
     def _shutdown(self) -> None:
-        self._writer.shutdown(wait=True)
+        self._writer.stop()
         self._readers.shutdown(wait=True)
         with self._lock:
             for connection in self._connections:
@@ -211,7 +212,11 @@ class SQLiteStore:
     async def _write(
         self, operation: Callable[[sqlite3.Connection], _T], *, email: str | None = None
     ) -> _T:
-        return await self._run(self._writer, operation, email=email)
+        """Apply ``operation`` (statements, no commit) in the writer's next transaction."""
+        if self._closed:
+            raise StoreUnavailable("the SQLite store is closed")
+        result: _T = await self._writer.submit(operation, email=email)
+        return result
 
     async def _read(self, operation: Callable[[sqlite3.Connection], _T]) -> _T:
         return await self._run(self._readers, operation)
@@ -223,23 +228,18 @@ class SQLiteStore:
         *,
         email: str | None = None,
         quiet: bool = False,
-        opening: bool = False,
     ) -> _T:
         """Run ``operation`` on a thread of ``executor``; its sqlite3 errors leave as domain errors.
 
         Args:
             email: The email a write tries to claim, for EmailAlreadyExists.
             quiet: Log failures at DEBUG only (health checks).
-            opening: The store is opening: any failure is StoreUnavailable
-                with SQLite's reason, for the operator starting the server.
         """
 
         def call() -> _T:
             try:
                 return operation(self._connection())
             except sqlite3.Error as exc:
-                if opening:
-                    raise StoreUnavailable(f"cannot open the SQLite database: {exc}") from exc
                 raise translated(exc, email=email, quiet=quiet) from exc
 
         if self._closed:
@@ -261,9 +261,13 @@ class SQLiteStore:
         watcher.execute(f"PRAGMA busy_timeout = {WATCHER_BUSY_TIMEOUT_MS}")
         return watcher
 
-    def _new_connection(self) -> sqlite3.Connection:
+    def _new_connection(self, *, writer: bool = False) -> sqlite3.Connection:
         connection = sqlite3.connect(
-            self._path, timeout=self._busy_timeout_ms / 1000, check_same_thread=False
+            self._path,
+            timeout=self._busy_timeout_ms / 1000,
+            check_same_thread=False,
+            # The writer begins and commits its transactions itself (sqlite_writer).
+            isolation_level=None if writer else "DEFERRED",
         )
         try:
             connection.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
@@ -279,6 +283,11 @@ class SQLiteStore:
         with self._lock:
             self._connections.append(connection)
         return connection
+
+
+def _cannot_open(exc: sqlite3.Error, email: str | None) -> PeopleError:
+    """Opening failed: the operator starting the server gets SQLite's own reason."""
+    return StoreUnavailable(f"cannot open the SQLite database: {exc}")
 
 
 def _raise_missing_or_stale(db: sqlite3.Connection, user_id: str) -> None:
