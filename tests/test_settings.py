@@ -15,6 +15,11 @@ from people.server.compose import build_server, build_services
 from people.server.flags import settings_from_arguments
 from people.server.settings import Settings
 from people.store.memory import MemoryStore
+from people.store.postgres import (
+    DEFAULT_CONFLICT_ATTEMPTS,
+    DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_POOL_SIZE,
+)
 from tests.support import run_cli
 
 FIELDS = [field.name for field in dataclasses.fields(Settings)]
@@ -155,12 +160,30 @@ class TestDefaults:
         assert settings.max_connection_age_grace == 0
         assert settings.grace_period == 10
 
-    def test_limits_without_flags(self) -> None:
+    async def test_limits_without_flags(self) -> None:  # grpclib's Server wants a running loop
         """A server built from the defaults queues a call for a second; 10 streams a connection."""
         settings = Settings(database="memory://")
         server = build_server(build_services(MemoryStore(), settings), settings)
         assert server.policy.queue_timeout == DEFAULT_QUEUE_TIMEOUT == 1.0
         assert server.policy.max_streaming_calls_per_connection == 10
+
+    async def test_zero_means_no_limit(self) -> None:  # grpclib's Server wants a running loop
+        """--max-call-duration, --max-connection-age and its grace at 0 set no limit at all."""
+        settings = Settings(
+            database="memory://",
+            max_call_duration=0,
+            max_connection_age=0,
+            max_connection_age_grace=0,
+        )
+        server = build_server(build_services(MemoryStore(), settings), settings)
+        assert server.policy.max_call_duration is None
+        assert (server.limits.max_age, server.limits.max_age_grace) == (None, None)
+
+    def test_postgres_defaults(self) -> None:
+        """pool_size 10, a 5 s wait for a pooled connection, a refused write run 5 times in all."""
+        assert DEFAULT_POOL_SIZE == 10
+        assert DEFAULT_CONNECT_TIMEOUT == 5
+        assert DEFAULT_CONFLICT_ATTEMPTS == 5
 
     def test_logs_table(self) -> None:
         """--log-format text, --log-level info, access lines on."""
