@@ -20,7 +20,7 @@ from h2.errors import ErrorCodes
 from hyperframe.frame import Frame, GoAwayFrame, HeadersFrame, PingFrame
 
 from people._gen.people import CreateUserRequest, CreateUserResponse, User, UserIdRequest
-from people.rpc.connection import ALL_STREAMS
+from people.rpc.connection import ALL_STREAMS, GOAWAY_PING_TIMEOUT
 from people.store.sqlite import SQLiteStore
 from tests.inprocess import GatedStore, RawH2, Served, frame, serving, until
 from tests.support import running_server
@@ -171,6 +171,7 @@ class TestGoaway:
             assert (await client.answers([first]))[first]["grpc-status"] == "0"
             await asyncio.wait_for(drain, 5)
         assert [goaway.last_stream_id for goaway in goaways] == [ALL_STREAMS, first]
+        assert GOAWAY_PING_TIMEOUT == 1.0
 
     async def test_stream_opened_and_cancelled_after_goaway_is_harmless(self) -> None:
         """A stream the client opens and resets in one batch after GOAWAY does not break the drain.
