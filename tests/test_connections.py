@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import ssl
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,8 @@ from people.rpc.connection import ALL_STREAMS
 from people.rpc.defaults import DEFAULT_QUEUE_TIMEOUT
 from people.store.sqlite import SQLiteStore
 from tests.inprocess import GatedStore, RawH2, Served, frame, serving, until
+from tests.pki import Pki, client_context
+from tests.support import ServerProcess, running_server
 
 CREATE = "/people.UserService/CreateUser"
 UPDATE = "/people.UserService/UpdateUser"
@@ -105,6 +108,48 @@ class TestHandshakeTimeout:
             took = await eof_after(reader, HANDSHAKE + SLACK)
             writer.close()
             await until(lambda: not served.server.protocols)
+        assert took >= HANDSHAKE * 0.8
+
+
+def client_hello(pki: Pki) -> bytes:
+    """The first flight of a TLS client (its ClientHello), as it would go on the wire."""
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = client_context(pki).wrap_bio(incoming, outgoing, server_hostname="localhost")
+    with pytest.raises(ssl.SSLWantReadError):
+        tls.do_handshake()
+    return outgoing.read()
+
+
+@pytest.fixture(scope="module")
+def tls_server(pki: Pki) -> Iterator[ServerProcess]:
+    """`people serve` over TLS with a short --handshake-timeout."""
+    args = [
+        "--database", "memory://", "--no-access-log", "--handshake-timeout", str(HANDSHAKE),
+        "--tls-cert", str(pki.server_cert), "--tls-key", str(pki.server_key),
+    ]  # fmt: skip
+    with running_server(*args) as server:
+        yield server
+
+
+class TestTlsHandshakeTimeout:
+    """Connections to a TLS server that never finish their TLS or HTTP/2 handshake."""
+
+    async def test_half_a_client_hello(self, tls_server: ServerProcess, pki: Pki) -> None:
+        """A client that sends half a ClientHello and stops is closed at --handshake-timeout."""
+        hello = client_hello(pki)
+        reader, writer = await asyncio.open_connection("127.0.0.1", tls_server.port)
+        writer.write(hello[: len(hello) // 2])
+        took = await eof_after(reader, HANDSHAKE + SLACK)
+        writer.close()
+        assert took >= HANDSHAKE * 0.8
+
+    async def test_tls_without_http2_preface(self, tls_server: ServerProcess, pki: Pki) -> None:
+        """A client that completes TLS but sends no HTTP/2 preface is closed too."""
+        reader, writer = await asyncio.open_connection(
+            "127.0.0.1", tls_server.port, ssl=client_context(pki), server_hostname="localhost"
+        )
+        took = await eof_after(reader, HANDSHAKE + SLACK)
+        writer.close()
         assert took >= HANDSHAKE * 0.8
 
 

@@ -1,4 +1,4 @@
-"""The ready line names the database as it is, never with its password."""
+"""The start line names the database as it is, never with its password; nor does a failed start."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from urllib.parse import urlsplit
 import pytest
 
 from people.server.logs import redact_url
-from tests.support import running_server
+from tests.postgres import free_port
+from tests.support import run_cli, running_server
 
 PASSWORD = "s3cret-w0rd-91f"
 
@@ -83,3 +84,33 @@ class TestReadyLine:
             line = ready_line(server.log)
         assert "password=***" in line
         assert PASSWORD not in server.output()
+
+
+def failing_urls() -> list[object]:
+    """URLs with a password whose server cannot start: nothing listens, or the URL is broken."""
+    port = free_port()
+    return [
+        pytest.param(f"postgresql://people:{PASSWORD}@127.0.0.1:{port}/people", id="refused"),
+        pytest.param(
+            f"postgresql://people@127.0.0.1:{port}/people?password={PASSWORD}", id="query-refused"
+        ),
+        pytest.param(f"postgresql://people:{PASSWORD}@127.0.0.1:notaport/people", id="bad-port"),
+        pytest.param(f"postgresql://people:{PASSWORD}@127.0.0.1:99999/people", id="port-too-big"),
+    ]
+
+
+class TestStartupFailure:
+    """A server that cannot open its database says why, without the password."""
+
+    @pytest.mark.parametrize("workers", ["1", "2"])
+    @pytest.mark.parametrize("url", failing_urls())
+    def test_no_password_on_stderr(self, url: str, workers: str) -> None:
+        """Exit 1, one `people serve:` line last, no traceback and no password anywhere."""
+        result = run_cli("serve", "--port", "0", "--database", url, "--workers", workers)
+        assert result.returncode == 1, result.stderr
+        assert PASSWORD not in result.stderr
+        assert "Traceback" not in result.stderr
+        lines = result.stderr.splitlines()
+        assert lines[-1].startswith("people serve: "), result.stderr
+        if workers == "1":
+            assert len(lines) == 1, result.stderr

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import sqlite3
 import time
 from collections.abc import AsyncIterator
 from concurrent.futures import Future
@@ -13,14 +14,17 @@ from pathlib import Path
 from typing import TypeVar
 
 import grpc
+import pytest
 from grpclib.health.v1.health_pb2 import HealthCheckRequest, HealthCheckResponse
 from h2.errors import ErrorCodes
 from hyperframe.frame import Frame, GoAwayFrame, HeadersFrame, PingFrame
 
 from people._gen.people import CreateUserRequest, CreateUserResponse, User, UserIdRequest
-from people.rpc.connection import ALL_STREAMS
+from people.rpc.connection import ALL_STREAMS, GOAWAY_PING_TIMEOUT
+from people.store.sqlite import SQLiteStore
 from tests.inprocess import GatedStore, RawH2, Served, frame, serving, until
 from tests.support import running_server
+from tests.test_store_contract import make_user
 
 CALLS = 600
 #: Ways a call can vanish that leave a client unable to tell whether it ran.
@@ -167,6 +171,7 @@ class TestGoaway:
             assert (await client.answers([first]))[first]["grpc-status"] == "0"
             await asyncio.wait_for(drain, 5)
         assert [goaway.last_stream_id for goaway in goaways] == [ALL_STREAMS, first]
+        assert GOAWAY_PING_TIMEOUT == 1.0
 
     async def test_stream_opened_and_cancelled_after_goaway_is_harmless(self) -> None:
         """A stream the client opens and resets in one batch after GOAWAY does not break the drain.
@@ -197,6 +202,67 @@ class TestGoaway:
             started = time.monotonic()
             await asyncio.wait_for(held.served.server.drain(0.3), 5)
             assert 0.25 < time.monotonic() - started < 3
+
+
+class TestDrainSteps:
+    """The listener closes first; calls that outlive the grace period are cancelled."""
+
+    async def test_listener_closes(self) -> None:
+        """Once draining, a new connection is refused while an accepted call still runs."""
+        async with held_call() as held:
+            drain = asyncio.create_task(held.served.server.drain(5))
+            await next_frame(held.client, GoAwayFrame)
+            with pytest.raises(ConnectionRefusedError):
+                await asyncio.open_connection("127.0.0.1", held.served.port)
+            assert held.store.waiting == 1
+            held.store.gate.set()
+            await asyncio.wait_for(drain, 5)
+
+    async def test_calls_past_the_grace_period_are_cancelled(self) -> None:
+        """A call still in the store when the grace period ends is cancelled and never stored."""
+        async with held_call() as held:
+            await asyncio.wait_for(held.served.server.drain(0.3), 5)
+            # Cancelled where it waited: no call is left at the store's gate.
+            assert held.store.waiting == 0
+            try:
+                answer = await held.client.answer(held.stream_id)
+            except (asyncio.IncompleteReadError, ConnectionResetError):
+                answer = {}
+            held.store.gate.set()
+            await asyncio.sleep(0.05)
+            stored = await held.store.list_page(after=None, limit=10)
+        assert answer.get("grpc-status") != "0"
+        assert stored == []
+
+    async def test_write_cancelled_by_the_drain_is_whole_or_absent(self, tmp_path: Path) -> None:
+        """A create cut off by the grace period while SQLite waits on a lock is all or nothing."""
+        path = tmp_path / "people.db"
+        store = await SQLiteStore.open(path)
+        try:
+            async with serving(store=store) as served:
+                blocker = sqlite3.connect(path, isolation_level=None)
+                blocker.execute("BEGIN IMMEDIATE")  # the store's insert now waits for this lock
+                client = await RawH2.connect(served.port)
+                stream_id = client.call(CREATE, ADA)
+                await until(lambda: bool(served.server.policy.running))
+                await asyncio.sleep(0.2)
+                await asyncio.wait_for(served.server.drain(0.3), 5)
+                try:
+                    answered = (await client.answer(stream_id)).get("grpc-status")
+                except (asyncio.IncompleteReadError, ConnectionResetError):
+                    answered = None
+                client.close()
+                blocker.execute("ROLLBACK")
+                blocker.close()
+            # Queued behind the cancelled insert on the store's one writer thread.
+            await store.add(make_user(2))
+            users = await store.list_page(after=None, limit=10)
+        finally:
+            await store.aclose()
+        ada = [(u.name, u.email, u.version) for u in users if u.email == "ada@example.com"]
+        assert ada in ([], [("Ada", "ada@example.com", 1)])
+        assert answered != "0" or ada, "an acknowledged create must be stored"
+        assert len(users) == len(ada) + 1
 
 
 class TestHealth:

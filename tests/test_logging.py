@@ -19,8 +19,15 @@ from grpclib.client import Channel
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
-from people._gen.people import CreateUserRequest, Empty, UserIdRequest, UserServiceStub
-from people.domain.model import User
+from people._gen.people import (
+    CreateUserRequest,
+    Empty,
+    ListUsersRequest,
+    User,
+    UserIdRequest,
+    UserServiceStub,
+)
+from people.domain.model import User as DomainUser
 from people.server.logs import JsonFormatter, TextFormatter
 from people.store.memory import MemoryStore
 from tests.inprocess import serving
@@ -143,6 +150,15 @@ class TestJsonFormat:
             json_run.calls
         )
 
+    def test_one_line_at_drain_then_one_at_stop(self, json_run: Run) -> None:
+        """Stopping logs "people draining (grace period 10s)", then "people stopped", once each."""
+        messages = [line["message"] for line in parse(json_run.lines)]
+        draining = [n for n, message in enumerate(messages) if message.startswith("people drain")]
+        stopped = [n for n, message in enumerate(messages) if message == "people stopped"]
+        assert [messages[n] for n in draining] == ["people draining (grace period 10s)"]
+        assert len(stopped) == 1
+        assert draining[0] < stopped[0]
+
     def test_access_record_fields(self, json_run: Run) -> None:
         """An access record has method, status, numeric code, duration in ms and the peer."""
         records = [line for line in parse(json_run.lines) if line["logger"] == "people.access"]
@@ -214,8 +230,42 @@ async def leaky_calls(port: int) -> list[tuple[str, Status]]:
         channel.close()
 
 
+#: A name no log line would hold unless a request was logged.
+NAME = "Quetzalcoatl Vexmoor"
+RENAMED = "Xochitl Brindlewick"
+
+
+async def content_calls(port: int) -> str:
+    """Create, read, rename, list and read all, with :data:`NAME`; return the new user's id."""
+    channel = Channel("127.0.0.1", port)
+    stub = UserServiceStub(channel)
+    try:
+        created = await stub.create_user(
+            CreateUserRequest(name=NAME, email="quetzal@example.com"), timeout=10
+        )
+        assert (await stub.get_user_by_id(UserIdRequest(id=created.id), timeout=10)).name == NAME
+        await stub.update_user(User(id=created.id, name=RENAMED), timeout=10)
+        assert (await stub.list_users(ListUsersRequest(), timeout=10)).users[0].name == RENAMED
+        assert (await stub.get_all_users(Empty(), timeout=10)).user[0].id == created.id
+        return created.id
+    finally:
+        channel.close()
+
+
 class TestNothingSensitive:
-    """Tokens and email addresses stay out of the server's logs."""
+    """Tokens, email addresses, requests and responses stay out of the server's logs."""
+
+    @pytest.mark.parametrize("log_level", ["info", "debug"])
+    def test_requests_and_responses_are_not_logged(self, log_level: str) -> None:
+        """A distinctive name, sent and answered, and the id the server made are in no line."""
+        with running_server(*free_args(["--log-level", log_level])) as server:
+            user_id = in_thread(lambda: content_calls(server.port))
+            lines = finished(server)
+        output = "\n".join(lines)
+        # The calls were logged, one access line each, just not what they carried.
+        assert output.count("people.access") == 5, output
+        for content in [NAME, RENAMED, user_id, *NAME.split(), *RENAMED.split()]:
+            assert content not in output
 
     @pytest.mark.parametrize("log_format", ["text", "json"])
     def test_no_email_or_token_in_logs(self, tmp_path: Path, log_format: str) -> None:
@@ -307,7 +357,7 @@ class TestMasking:
 class FailingStore(MemoryStore):
     """A memory store whose writes fail in a way nobody planned for."""
 
-    async def add(self, user: User) -> None:
+    async def add(self, user: DomainUser) -> None:
         """Fail with internal details that belong in the server log only."""
         raise RuntimeError(SECRET)
 

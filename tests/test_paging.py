@@ -136,6 +136,25 @@ class TestListUsers:
         assert [user.id for user in [*page.users, *rest.users]] == ids
         assert rest.next_page_token == ""
 
+    async def test_token_from_one_replica_works_on_another(self, database: str) -> None:
+        """Two servers on one database: page one from the first, every later page from the
+        second, and the listing is complete and in order."""
+        with (
+            running_server("--database", database) as first,
+            running_server("--database", database) as second,
+        ):
+            async with stub_for(first) as one, stub_for(second) as other:
+                ids = await create_users(one, "replica", 7)
+                page = await one.list_users(ListUsersRequest(page_size=3))
+                users, token = list(page.users), page.next_page_token
+                while token:
+                    page = await other.list_users(ListUsersRequest(page_size=3, page_token=token))
+                    users.extend(page.users)
+                    token = page.next_page_token
+            assert first.stop() == 0, first.output()
+            assert second.stop() == 0, second.output()
+        assert [user.id for user in users] == ids
+
     async def test_tampered_token_is_invalid(self, tmp_path: Path) -> None:
         """A token with one character changed is INVALID_ARGUMENT over TCP too."""
         with running_server("--database", f"sqlite:///{tmp_path / 'people.db'}") as server:

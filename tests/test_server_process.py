@@ -186,6 +186,16 @@ class TestLifecycle:
         assert "sqlite:///" in line
         assert "people.db" in line
 
+    def test_default_database_is_in_the_working_directory(self, tmp_path: Path) -> None:
+        """Without --database the server keeps its users in ./people.db, and says so."""
+        with running_server(cwd=tmp_path, env={"PEOPLE_DATABASE": ""}) as running:
+            (line,) = [line for line in running.log if "people serving on" in line]
+            assert running.stop() == 0, running.output()
+        assert line.rstrip().endswith(
+            f"people serving on {running.address} (database sqlite:///people.db)"
+        )
+        assert (tmp_path / "people.db").is_file()
+
     def test_sigint_exits_cleanly(self, tmp_path: Path) -> None:
         """Ctrl-C (SIGINT) stops the server with exit code 0 and no traceback."""
         with running_server("--database", database_url(tmp_path / "people.db")) as running:

@@ -24,6 +24,7 @@ from people.rpc.connection import ALL_STREAMS
 from tests.inprocess import GatedStore, RawH2, frame, serving, until
 
 GET = "/people.UserService/GetUserById"
+CREATE = "/people.UserService/CreateUser"
 WATCH = "/grpc.health.v1.Health/Watch"
 
 
@@ -90,6 +91,19 @@ class TestMaxCallDuration:
             channel.close()
             await until(lambda: not served.server.policy.running)
         assert caught.value.status is Status.DEADLINE_EXCEEDED
+        assert await store.list_page(after=None, limit=1) == []
+
+    async def test_a_shorter_client_deadline_wins(self) -> None:
+        """A client's 0.3 s deadline ends the call and its store write, despite a 60 s limit."""
+        store = GatedStore()
+        async with serving(store=store, max_call_duration=60) as served:
+            client = await RawH2.connect(served.port)
+            request = frame(bytes(CreateUserRequest(name="Ada", email="ada@example.com")))
+            stream_id = client.call(CREATE, request, extra=[("grpc-timeout", "300m")])
+            answer = (await client.answers([stream_id]))[stream_id]
+            await until(lambda: store.waiting == 0)
+            client.close()
+        assert answer["grpc-status"] == str(Status.DEADLINE_EXCEEDED.value)
         assert await store.list_page(after=None, limit=1) == []
 
     async def test_health_is_not_limited(self) -> None:

@@ -11,6 +11,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 
 import asyncpg
 import pytest
@@ -193,6 +194,24 @@ class TestUrl:
         with pytest.raises(InvalidField, match="database"):
             await open_store(url)
 
+    async def test_one_connection_at_rest(
+        self, postgres_server: PostgresServer, postgres_url: str
+    ) -> None:
+        """With pool_size=3, a store whose calls never overlap holds one connection, not three."""
+        store = await open_store(f"{postgres_url}?pool_size=3")
+        try:
+            user = make_user(1)
+            await store.add(user)
+            assert await store.get(user.id) == user
+            name = postgres_url.rsplit("/", 1)[1]
+            held = await scalar(
+                postgres_server.url,
+                f"SELECT count(*) FROM pg_stat_activity WHERE datname = '{name}'",
+            )
+        finally:
+            await store.aclose()
+        assert held == 1
+
     async def test_refused_connection_is_unavailable(self) -> None:
         """Opening a database nobody listens on fails with StoreUnavailable giving the driver's
         reason, for the operator starting the server."""
@@ -323,3 +342,17 @@ class TestServedOutage:
         assert down == HealthCheckResponse.NOT_SERVING
         assert up == HealthCheckResponse.SERVING
         assert again.email == "ada@example.com"
+
+
+class TestWithoutPostgres:
+    """The PostgreSQL tests without initdb and pg_ctl: skipped, or failed when required."""
+
+    def test_skipped_unless_required(self, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+        """With no binaries on PATH a test is skipped; with PEOPLE_REQUIRE_POSTGRES=1 it fails."""
+        monkeypatch.setenv("PATH", str(tmp_path))
+        monkeypatch.delenv("PEOPLE_REQUIRE_POSTGRES", raising=False)
+        with pytest.raises(pytest.skip.Exception):
+            started_server()
+        monkeypatch.setenv("PEOPLE_REQUIRE_POSTGRES", "1")
+        with pytest.raises(pytest.fail.Exception, match="PEOPLE_REQUIRE_POSTGRES"):
+            started_server()

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import hmac
 import ssl
 import subprocess
 import time
 import warnings
-from collections.abc import AsyncIterator, Awaitable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Iterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Protocol, cast
 
 import pytest
 from grpclib.client import Channel
@@ -21,7 +23,11 @@ from grpclib.health.v1.health_pb2 import HealthCheckRequest, HealthCheckResponse
 from people import PeopleClient, Unavailable
 from people._gen.people import CreateUserRequest, Empty, UserIdRequest, UserServiceStub
 from people.client import tls_context
-from tests.inprocess import serving
+from people.rpc.auth import TokenAuth
+from people.server.compose import build_services
+from people.server.settings import Settings
+from people.store.memory import MemoryStore
+from tests.inprocess import call_raw, serving
 from tests.pki import Pki, client_context
 from tests.support import ServerProcess, free_args, run_cli, running_server
 
@@ -209,6 +215,26 @@ def token_file(tmp_path: Path) -> Path:
     return path
 
 
+class Servable(Protocol):
+    """What grpclib asks of a servicer: its methods by path."""
+
+    def __mapping__(self) -> Mapping[str, object]: ...
+
+
+def guarded_methods() -> list[str]:
+    """Every method a people server serves, health's aside."""
+    settings = Settings(database="memory://")
+    return sorted(
+        method
+        for service in build_services(MemoryStore(), settings)
+        for method in cast(Servable, service).__mapping__()
+        if not method.startswith("/grpc.health.v1.Health/")
+    )
+
+
+GUARDED_METHODS = guarded_methods()
+
+
 def bearer(token: str) -> dict[str, str]:
     """Call metadata carrying ``token``."""
     return {"authorization": f"Bearer {token}"}
@@ -264,6 +290,42 @@ class TestTokenAuth:
             )
             channel.close()
         assert fetched.email == "ann@example.com"
+
+    @pytest.mark.parametrize("method", GUARDED_METHODS)
+    async def test_every_method_needs_the_token(self, token_file: Path, method: str) -> None:
+        """Every method but health's, reflection's too, fails UNAUTHENTICATED without a token."""
+        async with serving(token_file=token_file) as served:
+            channel = served.raw_channel()
+            with pytest.raises(GRPCError) as caught:
+                await call_raw(channel, method, b"")
+            channel.close()
+        assert caught.value.status is Status.UNAUTHENTICATED
+
+    def test_guarded_methods_are_all_but_health(self) -> None:
+        """The methods above are the six RPCs, both reflections' and nothing of health."""
+        services = {method.rsplit("/", 2)[1] for method in GUARDED_METHODS}
+        assert services == {
+            "people.UserService",
+            "grpc.reflection.v1.ServerReflection",
+            "grpc.reflection.v1alpha.ServerReflection",
+        }
+        assert len([m for m in GUARDED_METHODS if m.startswith("/people.UserService/")]) == 6
+
+    @pytest.mark.parametrize("presented", ["first", "middle", "last", "wrong", "wrong-length-x"])
+    def test_every_token_is_compared(self, monkeypatch: pytest.MonkeyPatch, presented: str) -> None:
+        """A presented token is compared with each configured one by hmac.compare_digest."""
+        tokens = [b"first", b"middle", b"last"]
+        compared: list[bytes] = []
+        real = hmac.compare_digest
+
+        def counting(given: bytes, token: bytes) -> bool:
+            compared.append(token)
+            return real(given, token)
+
+        monkeypatch.setattr(hmac, "compare_digest", counting)
+        label = TokenAuth(tokens).identify(f"Bearer {presented}")
+        assert compared == tokens
+        assert label == {"first": "token-1", "middle": "token-2", "last": "token-3"}.get(presented)
 
     async def test_health_needs_no_token(self, token_file: Path) -> None:
         """Health probes carry no credentials, so Health/Check answers without a token."""
@@ -346,9 +408,9 @@ class TestStartupErrors:
         assert_startup_error(result, str(missing))
 
     def test_key_that_does_not_match(self, pki: Pki) -> None:
-        """A key that is not the certificate's is refused at startup."""
+        """A key that is not the certificate's is refused at startup, naming both files."""
         result = serve_once("--tls-cert", str(pki.server_cert), "--tls-key", str(pki.client_key))
-        assert_startup_error(result)
+        assert_startup_error(result, str(pki.server_cert), str(pki.client_key))
 
     @pytest.mark.parametrize(
         "content",

@@ -20,12 +20,15 @@ from grpclib.exceptions import GRPCError, StreamTerminatedError
 
 from people._gen.people import CreateUserRequest, Empty, UserServiceStub
 from people.server.signals import SignalSocket
+from people.server.workers import STOP_MARGIN
+from tests.inprocess import RawH2, frame
 from tests.postgres import free_port
 from tests.support import ServerProcess, run_cli, running_server
 
 WORKERS = 3
 STARTED = re.compile(r"people worker (?P<index>\d+) started \(pid (?P<pid>\d+)\)")
 LISTENING = re.compile(r"people worker \d+ listening on (?P<address>\S+)")
+HEALTH_CHECK = "/grpc.health.v1.Health/Check"
 #: Upper bound for a process to disappear after its parent is gone (not a timing assertion).
 GONE_TIMEOUT = 20.0
 
@@ -92,6 +95,17 @@ class TestStartup:
         assert len(listening) == WORKERS
         assert max(listening) < ready[0]
         assert set(listening.values()) == {server.address}
+
+    def test_first_worker_listens_before_the_others_start(self, tmp_path: Path) -> None:
+        """Worker 1 opens the database alone: it listens before worker 2 is started."""
+        database = f"sqlite:///{tmp_path / 'people.db'}"
+        with running_server("--workers", "2", "--database", database) as server:
+            lines = server.log[:]
+            assert server.stop() == 0, server.output()
+        first = [n for n, line in enumerate(lines) if "people worker 1 listening on" in line]
+        second = [n for n, line in enumerate(lines) if "people worker 2 started" in line]
+        assert len(first) == len(second) == 1, lines
+        assert first[0] < second[0]
 
     def test_memory_database_is_refused(self) -> None:
         """memory:// cannot be shared by processes, so --workers 2 with it is a usage error."""
@@ -201,6 +215,44 @@ class TestCorrectness:
                 stored = await UserServiceStub(channel).get_all_users(Empty())
             assert single.stop() == 0, single.output()
         assert set(acknowledged) <= {user.id for user in stored.user}
+
+
+async def health_on_a_new_connection(port: int) -> RawH2 | None:
+    """A new connection with one health Check answered on it, or None if the server closed it."""
+    # The kernel completes the TCP handshake; a refusing server closes the socket after.
+    client = await RawH2.connect(port)
+    try:
+        answer = await client.answer(client.call(HEALTH_CHECK, frame(b"")))
+    except (asyncio.IncompleteReadError, ConnectionError):
+        client.close()
+        return None
+    assert answer["grpc-status"] == "0", answer
+    return client
+
+
+class TestEachWorkerIsAServer:
+    """Each worker has its own limits and health service."""
+
+    async def test_max_connections_counts_per_worker(self, tmp_path: Path) -> None:
+        """With --max-connections 1 and two workers, exactly two connections stay open, and each
+        was answered by a worker's own health service.
+
+        The kernel hashes each new connection to a worker; 40 attempts all landing on one
+        worker happens once in 2^39 runs.
+        """
+        database = f"sqlite:///{tmp_path / 'people.db'}"
+        args = ("--workers", "2", "--max-connections", "1", "--database", database)
+        with running_server(*args) as server:
+            opened = [await health_on_a_new_connection(server.port) for _ in range(40)]
+            accepted = [client for client in opened if client is not None]
+            for client in accepted:
+                client.close()
+            assert server.stop() == 0, server.output()
+        assert len(accepted) == 2
+
+    def test_stop_margin(self) -> None:
+        """A worker still running 3 s after the grace period is killed (the margin's value)."""
+        assert STOP_MARGIN == 3.0
 
 
 class TestStartupFailure:

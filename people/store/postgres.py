@@ -114,7 +114,9 @@ class PostgresStore:
                     command_timeout=command_timeout,
                     statement_cache_size=options.get(_STATEMENT_CACHE_PARAMETER, 100),
                 )
-            except ValueError as exc:  # asyncpg's ClientConfigurationError is one too
+            # asyncpg's ClientConfigurationError is a ValueError; a port past 65535
+            # gets as far as connect(), which raises OverflowError.
+            except (ValueError, OverflowError) as exc:
                 raise InvalidField("database", f"not a usable PostgreSQL URL: {exc}") from exc
         store = cls(
             pool,
