@@ -5,7 +5,8 @@ docs/deploy.md) is what operators copy; the tests run exactly that text, with
 only its ``listen`` port and its ``server`` lines replaced by the test's own.
 nginx runs in the foreground (``daemon off``) with a master and one worker, in
 its own process group and a temporary directory that holds its pid file, logs
-and temp paths; stopping it kills the whole group, so no worker outlives a test.
+and temp paths; stopping it kills the whole group, so no worker outlives a test,
+and a test process that dies takes nginx with it (``setpriv --pdeathsig``).
 
 Without nginx the tests that need it are skipped, unless
 ``PEOPLE_REQUIRE_NGINX=1`` is set (CI sets it): then they fail, loudly.
@@ -157,9 +158,16 @@ class NginxProxy:
             raise NginxUnavailable(f"nginx -t failed:\n{checked.stderr}")
 
     def start(self, binary: Path, port: int) -> None:
-        """Start nginx in its own process group and wait until ``port`` accepts connections."""
+        """Start nginx in its own process group and wait until ``port`` accepts connections.
+
+        Where util-linux's ``setpriv`` exists, nginx's master also gets SIGTERM
+        (a fast shutdown, workers included) if the test process dies before its
+        ``finally`` could stop it.
+        """
+        setpriv = shutil.which("setpriv")
+        guard = [setpriv, "--pdeathsig", "TERM", "--"] if setpriv else []
         self.process = subprocess.Popen(
-            [str(binary), "-p", str(self.root), "-c", str(self.config)],
+            [*guard, str(binary), "-p", str(self.root), "-c", str(self.config)],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

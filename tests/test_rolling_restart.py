@@ -31,6 +31,8 @@ SERVED = 20
 #: Calls the writers end between one replica's restart and the next one's stop.
 CALLS_BETWEEN = 20
 CREATE = "/people.UserService/CreateUser"
+#: Seconds a writer waits after a failed call.
+FAILURE_PAUSE = 0.01
 
 
 @dataclass
@@ -79,6 +81,8 @@ class Writers:
                 except grpc.RpcError as exc:
                     with self._lock:
                         self.failures.append(f"{email}: {exc.code()} {exc.details()}")
+                    # A proxy that fails every call answers at once: do not spin.
+                    self._stop.wait(FAILURE_PAUSE)
                 else:
                     with self._lock:
                         self.acknowledged[email] = reply.id
