@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import socket
 import sqlite3
 import time
 from collections.abc import AsyncIterator
@@ -16,6 +17,8 @@ from typing import TypeVar
 import grpc
 import pytest
 from grpclib.health.v1.health_pb2 import HealthCheckRequest, HealthCheckResponse
+from h2.config import H2Configuration
+from h2.connection import H2Connection
 from h2.errors import ErrorCodes
 from hyperframe.frame import Frame, GoAwayFrame, HeadersFrame, PingFrame
 
@@ -133,6 +136,48 @@ async def held_call() -> AsyncIterator[HeldCall]:
             client.close()
 
 
+@dataclass
+class SentCall:
+    """A CreateUser sent on a new connection the server has not accepted yet."""
+
+    sock: socket.socket
+    h2: H2Connection
+    stream_id: int
+
+    @classmethod
+    def on_new_connection(cls, port: int) -> SentCall:
+        """Connect (blocking: the server's loop does not run) and send the whole call."""
+        sock = socket.create_connection(("127.0.0.1", port))
+        h2 = H2Connection(H2Configuration(client_side=True, header_encoding="utf-8"))
+        h2.initiate_connection()
+        stream_id = h2.get_next_available_stream_id()
+        h2.send_headers(stream_id, RawH2.request_headers(CREATE))
+        h2.send_data(stream_id, ADA, end_stream=True)
+        sock.sendall(h2.data_to_send())
+        return cls(sock, h2, stream_id)
+
+    async def expect_served_and_sent_away(self, drain: asyncio.Task[None]) -> None:
+        """Answer the drain's PING; the call must succeed and the final GOAWAY name it."""
+        client = RawH2(*await asyncio.open_connection(sock=self.sock))
+        client.h2 = self.h2
+        try:
+            goaway = await next_frame(client, GoAwayFrame)
+            client.answer_ping(await next_frame(client, PingFrame))
+            answered: dict[str, str] = {}
+            final: GoAwayFrame | None = None
+            while final is None or "grpc-status" not in answered:
+                received = await client.read_frame()
+                if isinstance(received, HeadersFrame):
+                    answered.update(client.decode(received))
+                elif isinstance(received, GoAwayFrame):
+                    final = received
+            await asyncio.wait_for(drain, 5)
+        finally:
+            client.close()
+        assert (goaway.last_stream_id, final.last_stream_id) == (ALL_STREAMS, self.stream_id)
+        assert answered["grpc-status"] == "0"
+
+
 class TestGoaway:
     """What a connection sees when the server drains, frame by frame."""
 
@@ -195,6 +240,32 @@ class TestGoaway:
             assert (await client.answer(held.stream_id))["grpc-status"] == "0"
             await asyncio.wait_for(drain, 5)
         assert len(await held.store.list_page(after=None, limit=10)) == 1
+
+    async def test_call_waiting_in_the_accept_queue_is_served(self) -> None:
+        """A connection still in the listener's accept queue when the drain starts, its call
+        already sent (as a proxy's new connection has), is served and then sent away, not reset."""
+        async with serving() as served:
+            call = SentCall.on_new_connection(served.port)
+            # Its first step (closing the listener) runs before the loop polls for accepts.
+            drain = asyncio.create_task(served.server.drain(5))
+            await call.expect_served_and_sent_away(drain)
+        assert [user.email for user in await served.store.list_page(after=None, limit=10)] == [
+            "ada@example.com"
+        ]
+
+    async def test_call_on_a_connection_accepted_as_the_drain_starts_is_served(self) -> None:
+        """A connection asyncio accepted but had not set up yet when the drain started (on
+        Python 3.11 closing the server dropped it) is served and then sent away, not reset."""
+        async with serving() as served:
+            call = SentCall.on_new_connection(served.port)
+            # The next turn runs this coroutine, then asyncio's accept, which leaves setting
+            # the connection up to a task that runs a turn later, after the drain's first step.
+            await asyncio.sleep(0)
+            drain = asyncio.create_task(served.server.drain(5))
+            await call.expect_served_and_sent_away(drain)
+        assert [user.email for user in await served.store.list_page(after=None, limit=10)] == [
+            "ada@example.com"
+        ]
 
     async def test_grace_period_bounds_the_wait(self) -> None:
         """A call that never finishes is cancelled once the grace period is over."""

@@ -23,7 +23,7 @@ from grpclib.health.v1.health_pb2 import HealthCheckRequest, HealthCheckResponse
 from people import PeopleClient, Unavailable
 from people._gen.people import CreateUserRequest, Empty, UserIdRequest, UserServiceStub
 from people.client import tls_context
-from people.rpc.auth import TokenAuth
+from people.rpc.auth import Token, TokenAuth
 from people.server.compose import build_services
 from people.server.settings import Settings
 from people.store.memory import MemoryStore
@@ -323,7 +323,8 @@ class TestTokenAuth:
             return real(given, token)
 
         monkeypatch.setattr(hmac, "compare_digest", counting)
-        label = TokenAuth(tokens).identify(f"Bearer {presented}")
+        named = [Token(f"token-{n}", secret) for n, secret in enumerate(tokens, start=1)]
+        label = TokenAuth(named).identify(f"Bearer {presented}")
         assert compared == tokens
         assert label == {"first": "token-1", "middle": "token-2", "last": "token-3"}.get(presented)
 

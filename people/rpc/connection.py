@@ -85,6 +85,11 @@ class ConnectionOwner(Protocol):
         """Answers complete unary calls whose answer is known, inside data_received."""
         ...
 
+    @property
+    def draining(self) -> bool:
+        """True once the server drains: a connection it still admits gets GOAWAY at once."""
+        ...
+
     def admit(self, protocol: ServerProtocol) -> bool:
         """Register a new connection; False when it must be turned away."""
         ...
@@ -131,7 +136,7 @@ class ServerProtocol(ProtocolHooks):
         )
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        """Accept the connection, unless the server is full or draining."""
+        """Accept the connection, unless the server is full or has stopped."""
         if not self._owner.admit(self):
             self._refused = True
             # Marks the handler closed, so the server's sweep forgets it.
@@ -147,6 +152,9 @@ class ServerProtocol(ProtocolHooks):
         if self._limits.max_age is not None:
             age = self._limits.max_age * random.uniform(0.9, 1.1)
             self._age_timer = loop.call_later(age, self._too_old)
+        if self._owner.draining:
+            # Accepted as the listener closed: serve what the client already sent, no more.
+            self.go_away(close_when_done=True)
 
     def connection_lost(self, exc: BaseException | None) -> None:
         """Forget the connection and cancel its timers."""

@@ -3,9 +3,9 @@
 grpclib accepts any number of connections, and its ``Server.close()`` cancels
 running calls. :class:`RpcServer` keeps grpclib's machinery, builds a
 :class:`people.rpc.connection.ServerProtocol` per connection, turns away
-connections past the cap, and drains as gRPC's own servers do: stop accepting,
-send every connection the two-phase GOAWAY, wait for the accepted calls up to
-a grace period, then close.
+connections past the cap, and drains as gRPC's own servers do: stop accepting
+(serving the connections accepted until then), send every connection the
+two-phase GOAWAY, wait for the accepted calls up to a grace period, then close.
 """
 
 from __future__ import annotations
@@ -81,6 +81,7 @@ class RpcServer(ServerHooks):
         self.max_connections = max_connections
         self.protocols: set[ServerProtocol] = set()
         self.draining = False
+        self.stopped = False
 
     def new_handler(
         self,
@@ -107,8 +108,14 @@ class RpcServer(ServerHooks):
         return ServerProtocol(handler, config, h2_config, owner=self)
 
     def admit(self, protocol: ServerProtocol) -> bool:
-        """Register a new connection; False when it must be turned away."""
-        if self.draining:
+        """Register a new connection; False when it must be turned away.
+
+        While the server drains, a connection it had accepted (or the kernel had
+        queued) is still admitted: its client has likely sent a call already,
+        which the connection serves before its GOAWAY; once the drain is over,
+        none is.
+        """
+        if self.stopped:
             self.observer.refused("drain")
             return False
         if len(self.protocols) >= self.max_connections:
@@ -132,20 +139,22 @@ class RpcServer(ServerHooks):
     async def drain(self, grace_period: float = DEFAULT_GRACE_PERIOD) -> None:
         """Stop accepting, GOAWAY every connection, let accepted calls finish, then close.
 
-        Calls still running after ``grace_period`` seconds are cancelled.
+        Connections accepted as the listener closes are served too (see
+        :meth:`stop_listening`). Calls still running after ``grace_period``
+        seconds are cancelled.
         """
         self.draining = True
-        self.stop_listening()
         deadline = time.monotonic() + grace_period
+        await self.stop_listening()
         for protocol in list(self.protocols):
             protocol.go_away()
-        # Streams the clients sent before they saw the first GOAWAY still count.
-        goaways = [protocol.goaway_sent for protocol in self.protocols]
-        if goaways:
-            await asyncio.wait(goaways, timeout=max(0.0, deadline - time.monotonic()))
-        calls = self.policy.unary_calls()
-        if calls:
-            await asyncio.wait(calls, timeout=max(0.0, deadline - time.monotonic()))
+        # Streams the clients sent before they saw the first GOAWAY still count, and
+        # so do the calls of connections admitted as the listener closed (each got
+        # its GOAWAY when admitted): wait until every final GOAWAY is out and no
+        # unary call runs, looking again after each wait.
+        while (pending := self._unfinished()) and (left := deadline - time.monotonic()) > 0:
+            await asyncio.wait(pending, timeout=left)
+        self.stopped = True
         # Long-lived streams (health Watch) get a moment to send what the drain
         # changed (NOT_SERVING) before they are cancelled.
         if self.policy.running:
@@ -163,3 +172,10 @@ class RpcServer(ServerHooks):
             await self.wait_closed()
         for protocol in list(self.protocols):
             protocol.close_if_done()
+
+    def _unfinished(self) -> list[asyncio.Future[None]]:
+        """What the drain still waits for: final GOAWAYs not yet sent, then unary calls."""
+        goaways = [p.goaway_sent for p in self.protocols if not p.goaway_sent.done()]
+        if goaways:
+            return goaways
+        return list(self.policy.unary_calls())

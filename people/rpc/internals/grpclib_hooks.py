@@ -85,16 +85,24 @@ class ServerHooks(Server):
         self._handlers.add(handler)
         return self.new_protocol(handler, self._config, self._h2_config)
 
+    #: The listening socket, its TLS context and handshake timeout, once listening.
+    _listening_socket: socket.socket | None = None
+    _listening_ssl: ssl.SSLContext | None = None
+    _handshake_timeout: float | None = None
+
     async def listen_on(
         self, sock: socket.socket, *, ssl: ssl.SSLContext | None, handshake_timeout: float
     ) -> None:
         """Start accepting on an already bound, listening socket."""
         loop = asyncio.get_running_loop()
+        self._listening_socket = sock
+        self._listening_ssl = ssl
+        self._handshake_timeout = handshake_timeout if ssl is not None else None
         self._server = await loop.create_server(
             self._protocol_factory,
             sock=sock,
             ssl=ssl,
-            ssl_handshake_timeout=handshake_timeout if ssl is not None else None,
+            ssl_handshake_timeout=self._handshake_timeout,
         )
         self._server_closed_fut = loop.create_future()
 
@@ -103,10 +111,55 @@ class ServerHooks(Server):
         """True once :meth:`listen_on` ran."""
         return self._server is not None and self._server_closed_fut is not None
 
-    def stop_listening(self) -> None:
-        """Close the listening socket; connections already accepted stay open."""
-        if self._server is not None:
+    async def stop_listening(self) -> None:
+        """Close the listening socket, serving every connection accepted until then.
+
+        Connections already accepted stay open. Clients of the others have
+        usually sent a call already (a proxy that opens a connection for one call
+        does), so dropping them would fail calls that never ran, in a way the
+        client cannot tell from a crash. Two kinds would be dropped: those the
+        kernel holds in the accept queue (closing the socket resets them), and
+        those asyncio has accepted but not yet given a transport (on Python 3.11
+        that fails once the server is closed, and the socket is dropped). So
+        asyncio stops accepting first, gets two turns to set up what it accepted,
+        the queue is accepted here and served like any connection, and only then
+        is the socket closed.
+        """
+        if self._server is None:
+            return
+        sock = self._listening_socket
+        if sock is None or sock.fileno() == -1:
             self._server.close()
+            return
+        asyncio.get_running_loop().remove_reader(sock.fileno())
+        # asyncio sets up a connection it accepted in a task: the transport on the
+        # task's next turn, the protocol's connection_made on the turn after.
+        for _ in range(2):
+            await asyncio.sleep(0)
+        queued: list[socket.socket] = []
+        while True:
+            try:
+                connection, _ = sock.accept()
+            except ConnectionAbortedError:
+                continue
+            except OSError:  # BlockingIOError: the queue is empty
+                break
+            queued.append(connection)
+        self._server.close()
+        await asyncio.gather(*(self._serve_accepted(connection) for connection in queued))
+
+    async def _serve_accepted(self, connection: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        connection.setblocking(False)
+        try:
+            await loop.connect_accepted_socket(
+                self._protocol_factory,
+                connection,
+                ssl=self._listening_ssl,
+                ssl_handshake_timeout=self._handshake_timeout,
+            )
+        except (OSError, TimeoutError):  # TLS handshake failed or timed out
+            connection.close()
 
 
 class HandlerHooks(Handler):
