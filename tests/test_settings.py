@@ -62,6 +62,12 @@ def values_for(name: str) -> Values:
         "log_format": Values("json", "json", [flag, "text"], "text"),
         "log_level": Values("debug", "debug", [flag, "error"], "error"),
         "access_log": Values("off", False, ["--access-log"], True),
+        "fast_lane": Values("off", False, ["--fast-lane"], True),
+        "read_cache": Values("no", False, ["--read-cache"], True),
+        "metrics_address": Values(
+            "127.0.0.1:9464", "127.0.0.1:9464", [flag, "[::1]:9000"], "[::1]:9000"
+        ),
+        "tracing": Values("console", "console", [flag, "otlp"], "otlp"),
     }
     return special[name]
 
@@ -125,6 +131,8 @@ class TestEveryFlag:
         assert listed == {"--" + name.replace("_", "-") for name in FIELDS} | {
             "--help",
             "--no-access-log",
+            "--no-fast-lane",
+            "--no-read-cache",
         }
         assert "PEOPLE_<FLAG> environment variable" in text
         assert "flags win" in text
