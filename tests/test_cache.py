@@ -27,6 +27,7 @@ from people.domain.directory import UserDirectory
 from people.domain.errors import StoreUnavailable
 from people.domain.model import User as DomainUser
 from people.domain.ports import Cursor, UserStore
+from people.domain.query import DEFAULT_QUERY, Query
 from people.store.memory import MemoryStore
 from people.store.postgres import PostgresStore
 from people.store.sqlite import SQLiteStore
@@ -41,10 +42,12 @@ class CountingSQLiteStore(SQLiteStore):
     scans = 0
     gets = 0
 
-    async def list_page(self, *, after: Cursor | None, limit: int) -> list[DomainUser]:
+    async def list_page(
+        self, *, after: Cursor | None, limit: int, query: Query = DEFAULT_QUERY
+    ) -> list[DomainUser]:
         """Count, then read."""
         self.scans += 1
-        return await super().list_page(after=after, limit=limit)
+        return await super().list_page(after=after, limit=limit, query=query)
 
     async def get(self, user_id: str) -> DomainUser:
         """Count, then read."""
@@ -76,10 +79,12 @@ class ReadGatedStore(MemoryStore):
         self.scans = 0
         self.token_reads = 0
 
-    async def list_page(self, *, after: Cursor | None, limit: int) -> list[DomainUser]:
+    async def list_page(
+        self, *, after: Cursor | None, limit: int, query: Query = DEFAULT_QUERY
+    ) -> list[DomainUser]:
         """Read at once, then wait at the gate: the answer is the store as it was on arrival."""
         self.scans += 1
-        users = await super().list_page(after=after, limit=limit)
+        users = await super().list_page(after=after, limit=limit, query=query)
         if self.gated:
             gate = asyncio.Event()
             self.gates.append(gate)

@@ -48,6 +48,11 @@ class User:
         return email_key(self.email)
 
     @property
+    def name_key(self) -> str:
+        """The form of the name that filters and the name order compare."""
+        return name_key(self.name)
+
+    @property
     def etag(self) -> str:
         """An opaque token that changes whenever the user changes (AIP-154)."""
         return format_etag(self.version)
@@ -71,6 +76,11 @@ def parse_etag(etag: str) -> int | None:
 def email_key(email: str) -> str:
     """Fold an email for the case-insensitive uniqueness rule."""
     return email.casefold()
+
+
+def name_key(name: str) -> str:
+    """Fold a name (or a piece of one) for case-insensitive comparison and ordering."""
+    return unicodedata.normalize("NFC", name).casefold()
 
 
 def normalise_name(raw: str) -> str:
