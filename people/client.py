@@ -13,8 +13,9 @@ Example::
             user = await people.get(user_id)
             print(user.name, user.email, user.etag)
             await people.update(user_id, name="Ada King", etag=user.etag)
-            async for each in people.iter_users():
+            async for each in people.iter_users(filter='name = "Ada*"', order_by="name"):
                 print(each.id, each.email)
+            print((await people.find_by_email("ADA@example.com")).id)
             await people.delete(user_id)
             try:
                 await people.get(user_id)
@@ -34,7 +35,7 @@ from __future__ import annotations
 import os
 import socket
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Final, TypeVar
@@ -44,6 +45,8 @@ from grpclib.const import Status
 from grpclib.exceptions import GRPCError, ProtocolError, StreamTerminatedError
 
 from people._gen.people import (
+    BatchCreateUsersRequest,
+    BatchGetUsersRequest,
     CreateUserRequest,
     Empty,
     ListUsersRequest,
@@ -59,6 +62,7 @@ __all__ = [
     "DEFAULT_TIMEOUT",
     "PeopleClient",
     "error_for_status",
+    "filter_literal",
     "parse_target",
     "tls_context",
 ]
@@ -68,6 +72,8 @@ DEFAULT_TARGET: Final = "localhost:50051"
 DEFAULT_TIMEOUT: Final = 10.0
 #: The page size :meth:`PeopleClient.iter_users` asks for: the server's maximum.
 LIST_PAGE_SIZE: Final = 1000
+#: Most ids or users one BatchGetUsers or BatchCreateUsers call takes.
+MAX_BATCH: Final = 1000
 
 T = TypeVar("T")
 
@@ -108,6 +114,13 @@ def tls_context(
     return context
 
 
+def filter_literal(value: str) -> str:
+    """A quoted filter value that matches ``value`` exactly: ``"`` and ``\\`` escaped, and
+    ``*`` too, so it is never a wildcard. ``f"email = {filter_literal(address)}"``."""
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("*", "\\*")
+    return f'"{escaped}"'
+
+
 #: Status codes whose meaning is one domain error, whatever the call.
 _ERROR_BY_STATUS: Final[dict[Status, Callable[[str], errors.PeopleError]]] = {
     Status.UNAVAILABLE: errors.Unavailable,
@@ -128,9 +141,10 @@ def error_for_status(
     """
     error: errors.PeopleError
     if status is Status.NOT_FOUND:
-        error = errors.UserNotFound(user_id)
+        error = errors.UserNotFound(user_id or _named_id(message))
     elif status is Status.ALREADY_EXISTS:
         error = errors.EmailAlreadyExists(email)
+        error.index = _named_entry(message)
     elif status is Status.ABORTED and message == errors.WriteConflict.MESSAGE:
         error = errors.WriteConflict()
     elif status is Status.ABORTED:
@@ -257,21 +271,75 @@ class PeopleClient:
         """
         return list((await self._call(self._stub.get_all_users(Empty()))).user)
 
-    async def list_page(self, *, page_size: int = 0, page_token: str = "") -> ListUsersResponse:
-        """One page of users in creation order (ListUsers); page_size 0 is the server's default."""
-        request = ListUsersRequest(page_size=page_size, page_token=page_token)
+    async def batch_get(self, user_ids: Sequence[str]) -> list[User]:
+        """The users with these ids (at most 1000), in the same order (BatchGetUsers).
+
+        Raises:
+            UserNotFound: an id no user has (``user_id`` is the first such id);
+                nothing is returned for the others.
+            InvalidField: more than 1000 ids, or an empty one.
+        """
+        request = BatchGetUsersRequest(ids=list(user_ids))
+        return list((await self._call(self._stub.batch_get_users(request))).users)
+
+    async def batch_create(self, users: Iterable[tuple[str, str]]) -> list[User]:
+        """Create a user for each ``(name, email)`` (at most 1000), all or none (BatchCreateUsers).
+
+        Returns:
+            The users created, in the same order, with their ids, etags and timestamps.
+
+        Raises:
+            InvalidField: an entry's name or email breaks a rule (``field`` is
+                ``requests[i].name`` or ``requests[i].email``), or more than 1000 entries.
+            EmailAlreadyExists: an entry's email is taken, or repeats an earlier entry's.
+            Either way ``index`` is the entry's number i, and no user was created.
+        """
+        requests = [CreateUserRequest(name=name, email=email) for name, email in users]
+        request = BatchCreateUsersRequest(requests=requests)
+        return list((await self._call(self._stub.batch_create_users(request))).users)
+
+    async def list_page(
+        self, *, page_size: int = 0, page_token: str = "", filter: str = "", order_by: str = ""
+    ) -> ListUsersResponse:
+        """One page of users (ListUsers); page_size 0 is the server's default.
+
+        ``filter`` and ``order_by`` are AIP-160 and AIP-132 text (see the README);
+        empty means every user, in creation order.
+
+        Raises:
+            InvalidField: the filter or order_by is malformed (the message says
+                where), or the token belongs to another filter or order_by.
+        """
+        request = ListUsersRequest(
+            page_size=page_size, page_token=page_token, filter=filter, order_by=order_by
+        )
         return await self._call(self._stub.list_users(request))
 
-    async def iter_users(self, *, page_size: int = LIST_PAGE_SIZE) -> AsyncIterator[User]:
-        """Every user in creation order, fetched page by page: works for any number of users."""
+    async def iter_users(
+        self, *, page_size: int = LIST_PAGE_SIZE, filter: str = "", order_by: str = ""
+    ) -> AsyncIterator[User]:
+        """Every user ``filter`` matches, in ``order_by``'s order, fetched page by page."""
         token = ""
         while True:
-            page = await self.list_page(page_size=page_size, page_token=token)
+            page = await self.list_page(
+                page_size=page_size, page_token=token, filter=filter, order_by=order_by
+            )
             for user in page.users:
                 yield user
             token = page.next_page_token
             if not token:
                 return
+
+    async def find_by_email(self, email: str) -> User:
+        """The user with this email, compared as the server stores emails (case-insensitively).
+
+        Raises:
+            EmailNotFound: no user has it (a UserNotFound, NOT_FOUND on the wire).
+        """
+        page = await self.list_page(page_size=1, filter=f"email = {filter_literal(email)}")
+        if not page.users:
+            raise errors.EmailNotFound(email)
+        return page.users[0]
 
     async def update(self, user_id: str, *, name: str = "", email: str = "", etag: str = "") -> str:
         """Change a user's name and/or email (empty keeps the old value); return the reply.
@@ -315,6 +383,19 @@ class PeopleClient:
             raise errors.Unavailable(
                 f"cannot reach the people server at {self.target}: {_reason(exc)}"
             ) from None
+
+
+def _named_id(message: str) -> str:
+    """The id in the server's ``User with ID <id> not found``; empty if it names none."""
+    if message.startswith("User with ID ") and message.endswith(" not found"):
+        return message.removeprefix("User with ID ").removesuffix(" not found")
+    return ""
+
+
+def _named_entry(message: str) -> int | None:
+    """The entry number of a batch error's ``requests[i]: ...``; None if it names none."""
+    field, colon, _ = message.partition(":")
+    return errors.entry_index(field) if colon else None
 
 
 def _reason(exc: BaseException) -> str:

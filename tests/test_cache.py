@@ -231,6 +231,35 @@ class TestOtherReads:
                     assert got.email == user.email
         assert served.gets == 2
 
+    async def test_list_users_is_kept_per_filter_and_order(
+        self, sqlite_pair: tuple[CountingSQLiteStore, SQLiteStore]
+    ) -> None:
+        """Pages of one size but another filter or order are kept apart, each read once."""
+        served, other = sqlite_pair
+        for n in range(3):
+            await other.add(make_user(n))
+        listings = [("", ""), ('email = "user1*"', ""), ("", "create_time desc")]
+        async with ChannelFor([UserService(UserDirectory(served))]) as channel:
+            stub = UserServiceStub(channel)
+            for _ in range(2):
+                answers = [
+                    [
+                        user.email
+                        for user in (
+                            await stub.list_users(
+                                ListUsersRequest(page_size=10, filter=filter, order_by=order_by)
+                            )
+                        ).users
+                    ]
+                    for filter, order_by in listings
+                ]
+                assert answers == [
+                    ["user0@example.com", "user1@example.com", "user2@example.com"],
+                    ["user1@example.com"],
+                    ["user2@example.com", "user1@example.com", "user0@example.com"],
+                ]
+        assert served.scans == 3
+
     async def test_list_users_page_sees_another_process_create(
         self, sqlite_pair: tuple[CountingSQLiteStore, SQLiteStore]
     ) -> None:

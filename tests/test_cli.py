@@ -29,7 +29,16 @@ UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
 CREATED = re.compile(rf"User created successfully - ID = (?P<id>{UUID})\n")
 ROW = re.compile(rf"ID: (?P<id>{UUID}), Name: (?P<name>.*), Email: (?P<email>.*)")
 USER_KEYS = ["id", "name", "email", "etag", "create_time", "update_time"]
-RPCS = ["GetAllUsers", "CreateUser", "GetUserById", "UpdateUser", "DeleteUserById", "ListUsers"]
+RPCS = [
+    "GetAllUsers",
+    "CreateUser",
+    "GetUserById",
+    "UpdateUser",
+    "DeleteUserById",
+    "ListUsers",
+    "BatchGetUsers",
+    "BatchCreateUsers",
+]
 CLIENT_COMMANDS = ["add", "get", "list", "mod", "del", "export", "import"]
 CONNECTION_OPTIONS = [
     "--target",
@@ -477,7 +486,7 @@ class TestSchema:
     """`people schema`: the service's contract without a server."""
 
     def test_text_names_the_service_and_its_rpcs(self) -> None:
-        """The text holds `service UserService` and one rpc line for each of the six RPCs."""
+        """The text holds `service UserService` and one rpc line for each of its RPCs."""
         result = run_cli("schema")
         assert result.returncode == 0, result.stderr
         assert "service UserService {" in result.stdout

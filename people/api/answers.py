@@ -46,6 +46,16 @@ class ListUsersFields(Protocol):
         """Empty for the first page, else a previous answer's ``next_page_token``."""
         ...
 
+    @property
+    def filter(self) -> str:
+        """Which users; empty for every user."""
+        ...
+
+    @property
+    def order_by(self) -> str:
+        """In which order; empty for creation order."""
+        ...
+
 
 class EncodedMessage:
     """A response message already serialised; codecs write its bytes unchanged."""

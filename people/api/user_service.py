@@ -16,13 +16,17 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Iterator
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from grpclib.const import Handler, Status
 from grpclib.exceptions import GRPCError
 from grpclib.server import Stream
 
 from people._gen.people import (
+    BatchCreateUsersRequest,
+    BatchCreateUsersResponse,
+    BatchGetUsersRequest,
+    BatchGetUsersResponse,
     CreateUserRequest,
     CreateUserResponse,
     Empty,
@@ -85,6 +89,15 @@ def _encoded_page(page: Page) -> EncodedMessage:
     return encode_list_users_response(page.users, page.next_page_token)
 
 
+class _Listing(NamedTuple):
+    """What a ListUsers request asks for, from either read path."""
+
+    page_size: int
+    page_token: str
+    filter: str
+    order_by: str
+
+
 class UserService(UserServiceBase):
     """people.UserService, served by a :class:`UserDirectory`.
 
@@ -128,7 +141,8 @@ class UserService(UserServiceBase):
 
     async def list_users(self, message: ListUsersRequest) -> ListUsersResponse:
         page = await self._page_within_limit(
-            message.page_size, message.page_token, lambda page: len(bytes(_page_message(page)))
+            _Listing(message.page_size, message.page_token, message.filter, message.order_by),
+            lambda page: len(bytes(_page_message(page))),
         )
         return _page_message(page)
 
@@ -154,9 +168,10 @@ class UserService(UserServiceBase):
 
     async def _send_page(self, stream: Stream[ListUsersFields, EncodedMessage]) -> None:
         request = await self._request(stream)
-        size, token = request.page_size, request.page_token
+        listing = _Listing(request.page_size, request.page_token, request.filter, request.order_by)
+        # The whole request is the key: a filter or order_by answers differently.
         await stream.send_message(
-            await self._cached(("page", size, token), lambda: self._encode_page(size, token))
+            await self._cached(("page", *listing), lambda: self._encode_page(listing))
         )
 
     async def _send_all_users(self, stream: Stream[object, EncodedMessage]) -> None:
@@ -188,10 +203,8 @@ class UserService(UserServiceBase):
         with domain_errors_as_status():
             return encode_user(await self._directory.get(user_id))
 
-    async def _encode_page(self, page_size: int, page_token: str) -> EncodedMessage:
-        page = await self._page_within_limit(
-            page_size, page_token, lambda page: len(_encoded_page(page))
-        )
+    async def _encode_page(self, listing: _Listing) -> EncodedMessage:
+        page = await self._page_within_limit(listing, lambda page: len(_encoded_page(page)))
         return _encoded_page(page)
 
     async def _encode_all_users(self) -> EncodedMessage:
@@ -223,11 +236,16 @@ class UserService(UserServiceBase):
             )
 
     async def _page_within_limit(
-        self, page_size: int, page_token: str, encoded_size: Callable[[Page], int]
+        self, listing: _Listing, encoded_size: Callable[[Page], int]
     ) -> Page:
         """The page asked for, shortened until ``encoded_size`` of it fits the send limit."""
         with domain_errors_as_status():
-            page = await self._directory.list_page(page_size=page_size, page_token=page_token)
+            page = await self._directory.list_page(
+                page_size=listing.page_size,
+                page_token=listing.page_token,
+                filter=listing.filter,
+                order_by=listing.order_by,
+            )
         limit = self._max_send_message_bytes
         size = encoded_size(page)
         while size > limit and len(page.users) > 1:
@@ -248,14 +266,32 @@ class UserService(UserServiceBase):
     async def create_user(self, message: CreateUserRequest) -> CreateUserResponse:
         with domain_errors_as_status():
             user = await self._directory.create(name=message.name, email=message.email)
-        return CreateUserResponse(id=user.id, message="User created successfully")
+        return CreateUserResponse(
+            id=user.id, message="User created successfully", user=user_message(user)
+        )
 
     async def update_user(self, message: User) -> UpdateUserResponse:
         with domain_errors_as_status():
-            await self._directory.update(
+            user = await self._directory.update(
                 message.id, name=message.name, email=message.email, etag=message.etag
             )
-        return UpdateUserResponse(message=f"User with ID {message.id} updated successfully")
+        return UpdateUserResponse(
+            message=f"User with ID {message.id} updated successfully", user=user_message(user)
+        )
+
+    async def batch_create_users(
+        self, message: BatchCreateUsersRequest
+    ) -> BatchCreateUsersResponse:
+        with domain_errors_as_status():
+            users = await self._directory.create_many(
+                [(request.name, request.email) for request in message.requests]
+            )
+        return BatchCreateUsersResponse(users=[user_message(user) for user in users])
+
+    async def batch_get_users(self, message: BatchGetUsersRequest) -> BatchGetUsersResponse:
+        with domain_errors_as_status():
+            users = await self._directory.get_many(message.ids)
+        return BatchGetUsersResponse(users=[user_message(user) for user in users])
 
     async def delete_user_by_id(self, message: UserIdRequest) -> UpdateUserResponse:
         with domain_errors_as_status():

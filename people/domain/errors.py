@@ -36,6 +36,16 @@ class UserNotFound(PeopleError):
         self.user_id = user_id
 
 
+class EmailNotFound(UserNotFound):
+    """No user has this email (a lookup by email, which answers NOT_FOUND like a lookup by id)."""
+
+    def __init__(self, email: str) -> None:
+        super().__init__("")
+        self.message = f"no user has the email {email!r}"
+        self.args = (self.message,)
+        self.email = email
+
+
 class EmailAlreadyExists(PeopleError):
     """Another user already has this email (compared case-insensitively).
 
