@@ -38,13 +38,14 @@ import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Final, TypeVar
+from typing import Any, Final, TypeVar
 
 from grpclib.client import Channel
-from grpclib.const import Status
+from grpclib.const import Cardinality, Status
 from grpclib.exceptions import GRPCError, ProtocolError, StreamTerminatedError
 
 from people._gen.people import (
+    PEOPLE_PROTO_DESCRIPTOR,
     BatchCreateUsersRequest,
     BatchGetUsersRequest,
     CreateUserRequest,
@@ -74,6 +75,7 @@ DEFAULT_TIMEOUT: Final = 10.0
 LIST_PAGE_SIZE: Final = 1000
 #: Most ids or users one BatchGetUsers or BatchCreateUsers call takes.
 MAX_BATCH: Final = 1000
+_BATCH_CREATE_PATH: Final = "/people.UserService/BatchCreateUsers"
 
 T = TypeVar("T")
 
@@ -224,8 +226,9 @@ class PeopleClient:
         self.target = target
         self._channel = channel
         self._owns_channel = owns_channel
-        metadata = {"authorization": f"Bearer {token}"} if token else None
-        self._stub = UserServiceStub(channel, timeout=timeout, metadata=metadata)
+        self._timeout = timeout
+        self._metadata = {"authorization": f"Bearer {token}"} if token else None
+        self._stub = UserServiceStub(channel, timeout=timeout, metadata=self._metadata)
 
     async def __aenter__(self) -> PeopleClient:
         return self
@@ -298,6 +301,21 @@ class PeopleClient:
         request = BatchCreateUsersRequest(requests=requests)
         return list((await self._call(self._stub.batch_create_users(request))).users)
 
+    async def batch_create_ids(self, users: Iterable[tuple[str, str]]) -> list[str]:
+        """As :meth:`batch_create`, returning only the new ids: for bulk loads.
+
+        The request and answer are encoded and decoded by protobuf's C library
+        (upb) instead of as generated messages, which for 1,000 users saves
+        tens of milliseconds of client CPU per call.
+        """
+        request = _upb_class("BatchCreateUsersRequest")()
+        add = request.requests.add
+        for name, email in users:
+            add(name=name, email=email)
+        answer_type = _upb_class("BatchCreateUsersResponse")
+        response = await self._call(self._unary(_BATCH_CREATE_PATH, request, answer_type))
+        return [str(user.id) for user in response.users]
+
     async def list_page(
         self, *, page_size: int = 0, page_token: str = "", filter: str = "", order_by: str = ""
     ) -> ListUsersResponse:
@@ -368,6 +386,19 @@ class PeopleClient:
         response = await self._call(self._stub.delete_user_by_id(request), user_id)
         return response.message
 
+    async def _unary(self, path: str, request: Any, reply_type: type[Any]) -> Any:
+        """One unary call with upb messages, with this client's timeout and credentials."""
+        async with self._channel.request(
+            path,
+            Cardinality.UNARY_UNARY,
+            type(request),
+            reply_type,
+            timeout=self._timeout,
+            metadata=self._metadata,
+        ) as stream:
+            await stream.send_message(request, end=True)
+            return await stream.recv_message()
+
     async def _call(self, call: Awaitable[T], user_id: str = "", *, email: str = "") -> T:
         """Await ``call``, turning every way it can fail into a :class:`people.PeopleError`."""
         try:
@@ -383,6 +414,16 @@ class PeopleClient:
             raise errors.Unavailable(
                 f"cannot reach the people server at {self.target}: {_reason(exc)}"
             ) from None
+
+
+def _upb_class(name: str) -> type[Any]:
+    """protobuf's own (upb) class for people message ``name`` (cached by protobuf's pool)."""
+    from google.protobuf import message_factory
+
+    cls: type[Any] = message_factory.GetMessageClass(
+        PEOPLE_PROTO_DESCRIPTOR.message_types_by_name[name]
+    )
+    return cls
 
 
 def _named_id(message: str) -> str:

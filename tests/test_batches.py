@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Awaitable
+from datetime import UTC, datetime
 
 import pytest
 from grpclib.const import Status
@@ -26,6 +27,8 @@ from people.client import filter_literal
 from people.domain import errors
 from people.domain.directory import UserDirectory
 from people.domain.ports import UserStore
+from people.store.memory import MemoryStore
+from tests.inprocess import serving
 
 
 @pytest.fixture
@@ -75,6 +78,14 @@ class TestBatchCreateUsers:
             assert user.create_time == user.update_time
             assert await stub_on.get_user_by_id(UserIdRequest(id=user.id)) == user
         assert len({user.id for user in answer.users}) == 5
+
+    async def test_creation_order_is_request_order(self, store: UserStore) -> None:
+        """Even when the clock does not move, the batch is listed in request order."""
+        directory = UserDirectory(store, clock=lambda: datetime(2024, 5, 17, tzinfo=UTC))
+        made = await directory.create_many([(f"n{n}", f"n{n}@example.com") for n in range(50)])
+        listed = (await directory.list_page(page_size=100, page_token="")).users
+        assert [user.name for user in listed] == [f"n{n}" for n in range(50)]
+        assert listed == made
 
     async def test_empty_batch(self, stub_on: UserServiceStub) -> None:
         """An empty batch creates nothing and answers an empty list."""
@@ -311,3 +322,31 @@ class TestClient:
 def test_filter_literal() -> None:
     """filter_literal quotes a value so that it matches exactly: no wildcard, no escape left."""
     assert filter_literal('a"b\\c*') == '"a\\"b\\\\c\\*"'
+
+
+class TestAnswerLimit:
+    """A batch whose answer could not be sent is refused whole, before anything is written."""
+
+    async def test_on_the_wire(self) -> None:
+        """Past --max-send-message-bytes, BatchCreateUsers is RESOURCE_EXHAUSTED and stores
+        none of the batch; a smaller batch then goes through."""
+        async with (
+            serving(max_send_message_bytes=4096) as served,
+            PeopleClient(f"127.0.0.1:{served.port}", timeout=10) as client,
+        ):
+            with pytest.raises(errors.ResourceExhausted) as caught:
+                await client.batch_create([(f"U{n}", f"u{n}@example.com") for n in range(100)])
+            assert "send fewer users per call (none was created)" in caught.value.message
+            assert [user async for user in client.iter_users()] == []
+            made = await client.batch_create([(f"U{n}", f"u{n}@example.com") for n in range(5)])
+            assert [user.name for user in made] == [f"U{n}" for n in range(5)]
+
+    async def test_typed_path(self) -> None:
+        """The generated method refuses alike."""
+        store = MemoryStore()
+        service = UserService(UserDirectory(store), max_send_message_bytes=4096)
+        request = BatchCreateUsersRequest(requests=requests(100))
+        with pytest.raises(GRPCError) as caught:
+            await service.batch_create_users(request)
+        assert caught.value.status is Status.RESOURCE_EXHAUSTED
+        assert await store.list_page(after=None, limit=10) == []

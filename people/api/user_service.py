@@ -39,6 +39,7 @@ from people._gen.people import (
     UserServiceBase,
 )
 from people.api.answers import (
+    BatchCreateFields,
     EncodedMessage,
     ListUsersFields,
     UserIdFields,
@@ -47,6 +48,7 @@ from people.api.answers import (
     encode_user_list,
     message_class,
 )
+from people.api.batches import create_within_limit
 from people.api.read_cache import ReadCache
 from people.api.status import status_for
 from people.domain import errors
@@ -123,6 +125,7 @@ class UserService(UserServiceBase):
         mapping = super().__mapping__()
         encoded_routes: dict[str, Callable[[Any], Awaitable[None]]] = {
             "/people.UserService/GetAllUsers": self._send_all_users,
+            "/people.UserService/BatchCreateUsers": self._send_created,
             "/people.UserService/ListUsers": self._send_page,
             "/people.UserService/GetUserById": self._send_user,
         }
@@ -283,10 +286,22 @@ class UserService(UserServiceBase):
         self, message: BatchCreateUsersRequest
     ) -> BatchCreateUsersResponse:
         with domain_errors_as_status():
-            users = await self._directory.create_many(
-                [(request.name, request.email) for request in message.requests]
+            return await create_within_limit(
+                self._directory,
+                message.requests,
+                lambda users: BatchCreateUsersResponse(users=[user_message(u) for u in users]),
+                self._max_send_message_bytes,
             )
-        return BatchCreateUsersResponse(users=[user_message(user) for user in users])
+
+    async def _send_created(self, stream: Stream[BatchCreateFields, EncodedMessage]) -> None:
+        # The fast path of BatchCreateUsers: upb in and out (BatchCreateUsersResponse
+        # has UserList's wire form), 1,000 users in a few milliseconds.
+        request = await self._request(stream)
+        with domain_errors_as_status():
+            answer = await create_within_limit(
+                self._directory, request.requests, encode_user_list, self._max_send_message_bytes
+            )
+        await stream.send_message(answer)
 
     async def batch_get_users(self, message: BatchGetUsersRequest) -> BatchGetUsersResponse:
         with domain_errors_as_status():

@@ -10,7 +10,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator, Callable, Hashable, Sequence
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from people.domain.errors import EmailAlreadyExists, InvalidField, StaleVersion, UserNotFound
 from people.domain.filtering import parse_query
@@ -83,11 +83,22 @@ class UserDirectory:
         await self._store.add(user)
         return user
 
-    async def create_many(self, entries: Sequence[tuple[str, str]]) -> list[User]:
+    async def create_many(
+        self,
+        entries: Sequence[tuple[str, str]],
+        *,
+        before_write: Callable[[list[User]], None] | None = None,
+    ) -> list[User]:
         """Create a user for each ``(name, email)``, all in one transaction (AIP-233).
 
         All or nothing: if any entry fails, no user is created. Errors name the
         entry as ``requests[i]``, counted from 0.
+
+        Args:
+            entries: The users to create, in order.
+            before_write: Called with the users once they are valid, before
+                anything is stored; whatever it raises fails the call with
+                nothing written (the API checks that its answer will fit).
 
         Raises:
             InvalidField: more than 1000 entries, or an entry's name or email
@@ -96,27 +107,33 @@ class UserDirectory:
                 earlier entry (compared case-insensitively); ``index`` is i.
         """
         _check_batch_size("requests", len(entries))
-        now = self._clock()
         users: list[User] = []
         first_with: dict[str, int] = {}
         for index, (name, email) in enumerate(entries):
             try:
-                user = User(
-                    id=self._new_id(),
-                    name=normalise_name(name),
-                    email=normalise_email(email),
-                    version=1,
-                    create_time=now,
-                    update_time=now,
-                )
+                valid_name, valid_email = normalise_name(name), normalise_email(email)
             except InvalidField as exc:
                 raise InvalidField(f"requests[{index}].{exc.field}", exc.reason) from exc
+            now = self._clock()
+            if users and now <= users[-1].create_time:
+                # Strictly after the entry before: creation order is request order.
+                now = users[-1].create_time + timedelta(microseconds=1)
+            user = User(
+                id=self._new_id(),
+                name=valid_name,
+                email=valid_email,
+                version=1,
+                create_time=now,
+                update_time=now,
+            )
             earlier = first_with.setdefault(user.email_key, index)
             if earlier != index:
                 raise EmailAlreadyExists(
                     user.email, index=index, reason=f"requests[{earlier}] has it too"
                 )
             users.append(user)
+        if before_write is not None:
+            before_write(users)
         try:
             await self._store.add_many(users)
         except EmailAlreadyExists as exc:

@@ -99,14 +99,24 @@ class SQLiteStore:
         await self._write(insert, email=user.email)
 
     async def add_many(self, users: Sequence[User]) -> None:
+        rows = [_row(user) for user in users]
+
         def insert(db: sqlite3.Connection) -> None:
             # One transaction: a failing row rolls back every row before it.
+            try:
+                with db:
+                    db.executemany(_INSERT, rows)
+            except sqlite3.IntegrityError:
+                pass  # rolled back; which row failed is found below
+            else:
+                return
+            # executemany does not say which row failed: insert again one row at a
+            # time, in one transaction, to name it (and roll back everything).
             with db:
-                for user in users:
+                for user, row in zip(users, rows, strict=True):
                     try:
-                        db.execute(_INSERT, _row(user))
+                        db.execute(_INSERT, row)
                     except sqlite3.IntegrityError as exc:
-                        # Only here is it known whose email was taken.
                         raise translated(exc, email=user.email) from exc
 
         await self._write(insert)
