@@ -342,6 +342,16 @@ class TestReadCache:
         assert cache.get(1, "huge") is None
         assert len(cache) == 2
 
+    def test_bounded_in_entries_however_small(self) -> None:
+        """Past max_entries the oldest entries go, even when every answer is empty (an empty
+        page is 0 bytes, and distinct filters can ask for any number of them)."""
+        cache: ReadCache[bytes] = ReadCache(max_bytes=10, max_entries=3)
+        for n in range(100):
+            cache.put(1, f"filter {n}", b"")
+        assert len(cache) == 3
+        assert cache.get(1, "filter 99") == b""
+        assert cache.get(1, "filter 96") is None
+
     def test_an_answer_under_an_older_token_is_dropped(self) -> None:
         """A put under a token older than the latest one looked up neither keeps nor evicts."""
         cache: ReadCache[bytes] = ReadCache()

@@ -53,7 +53,14 @@ ORDERS = [
     ("email desc", "users_email_key"),
 ]
 #: Filters no index serves: each user is looked at.
-SCANNED = ['name:"love"', 'email:"acme"', 'name = "*hopper"', 'name = "*ada*"']
+SCANNED = [
+    'name:"love"',
+    'email:"acme"',
+    'name = "*hopper"',
+    'name = "*ada*"',
+    'name != "Ada"',
+    'NOT email = "*@acme.com"',
+]
 
 
 def cursor_for(order_by: str) -> Cursor:
@@ -129,7 +136,7 @@ class TestSQLite:
 
     @pytest.mark.parametrize("filter", SCANNED)
     async def test_contains_and_suffixes_scan(self, tmp_path: Path, filter: str) -> None:
-        """`:`, a name suffix and a wildcard at both ends look at every user."""
+        """`:`, a name suffix, a wildcard at both ends and a negation look at every user."""
         plan = await sqlite_plan(tmp_path / "people.db", filter, "", None)
         assert plan.startswith("SCAN users"), plan
 
@@ -157,7 +164,7 @@ class TestPostgres:
 
     @pytest.mark.parametrize("filter", SCANNED)
     async def test_contains_and_suffixes_scan(self, postgres_db: str, filter: str) -> None:
-        """`:` and suffixes of names are filters on every row, never an index condition."""
+        """`:`, suffixes of names and negations are filters on every row, not index conditions."""
         plan = await postgres_plan(postgres_db, filter, "", None)
         assert "Filter" in plan, plan
         assert "name_key" not in plan.split("Filter")[0], plan

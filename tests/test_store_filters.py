@@ -375,6 +375,22 @@ class TestMigration:
         finally:
             await store.aclose()
 
+    @pytest.mark.postgres
+    async def test_postgres_refuses_users_without_keys(self, postgres_url: str) -> None:
+        """On a migrated database a user written without the keys (as an older people would
+        write one) is refused, never stored unfindable."""
+        await (await PostgresStore.open(postgres_url)).aclose()
+        connection = await asyncpg.connect(postgres_url)
+        try:
+            with pytest.raises(asyncpg.NotNullViolationError):
+                await connection.execute(
+                    "INSERT INTO users (id, name, email, email_key, version, create_time,"
+                    " update_time) VALUES ('x', 'Old', 'old@example.com', 'old@example.com', 1,"
+                    " now(), now())"
+                )
+        finally:
+            await connection.close()
+
     @staticmethod
     async def check(store: UserStore) -> None:
         """Filters on folded names, email suffixes and the name order see the old users."""

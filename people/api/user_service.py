@@ -14,6 +14,7 @@ answers encoded with upb and kept in a read cache until the store changes.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Iterator
 from contextlib import contextmanager
 from typing import Any, NamedTuple, TypeVar
@@ -89,6 +90,14 @@ def _page_message(page: Page) -> ListUsersResponse:
 
 def _encoded_page(page: Page) -> EncodedMessage:
     return encode_list_users_response(page.users, page.next_page_token)
+
+
+def _query_key(listing: _Listing) -> bytes:
+    """A short digest of the listing's filter and order_by (empty for neither)."""
+    if not (listing.filter or listing.order_by):
+        return b""
+    text = f"{len(listing.filter)}:{listing.filter}{listing.order_by}"
+    return hashlib.blake2b(text.encode(), digest_size=16).digest()
 
 
 class _Listing(NamedTuple):
@@ -172,10 +181,10 @@ class UserService(UserServiceBase):
     async def _send_page(self, stream: Stream[ListUsersFields, EncodedMessage]) -> None:
         request = await self._request(stream)
         listing = _Listing(request.page_size, request.page_token, request.filter, request.order_by)
-        # The whole request is the key: a filter or order_by answers differently.
-        await stream.send_message(
-            await self._cached(("page", *listing), lambda: self._encode_page(listing))
-        )
+        # The whole request is the key (a filter or order_by answers differently); a
+        # filter of up to 20,000 characters is kept as a digest.
+        key = ("page", listing.page_size, listing.page_token, _query_key(listing))
+        await stream.send_message(await self._cached(key, lambda: self._encode_page(listing)))
 
     async def _send_all_users(self, stream: Stream[object, EncodedMessage]) -> None:
         await self._request(stream)

@@ -31,7 +31,7 @@ from typing import cast, get_args
 
 from people.domain.errors import InvalidField
 from people.domain.filter_tokens import Token, error, tokenize
-from people.domain.model import email_key, name_key, normalise_email
+from people.domain.model import email_lookup_key, name_key
 from people.domain.query import (
     AllOf,
     AnyOf,
@@ -262,10 +262,7 @@ def _folded(text_field: TextField, shape: Shape, value: str) -> TextMatch:
     if text_field == "name":
         return TextMatch(text_field, shape, name_key(value))
     if shape == "equals":
-        try:
-            return TextMatch(text_field, shape, email_key(normalise_email(value)))
-        except InvalidField:
-            pass  # not an address: it can only match nobody, compared as it is
+        return TextMatch(text_field, shape, email_lookup_key(value))
     return TextMatch(text_field, shape, name_key(value))
 
 
