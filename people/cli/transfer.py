@@ -43,12 +43,12 @@ async def import_command(people: PeopleClient, args: argparse.Namespace) -> int:
 
     def progress(summary: ImportSummary) -> None:
         if bar is not None:
-            bar.update(summary.processed - bar.n)
             bar.set_postfix_str(
                 f"{summary.created:,} created, {summary.existing:,} existed,"
                 f" {len(summary.rejected):,} rejected",
                 refresh=False,
             )
+            bar.update(summary.processed - bar.n)
 
     try:
         summary = await import_users(
@@ -58,6 +58,8 @@ async def import_command(people: PeopleClient, args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             progress=progress,
         )
+        if bar is not None and bar.total and summary.failure is None:
+            bar.update(bar.total - bar.n)  # every line read, the header and blank ones too
     except UnicodeDecodeError:
         raise UsageError(f"{args.file} is not UTF-8 text") from None
     finally:
