@@ -31,7 +31,6 @@ from itertools import islice
 from people.cli.bulk import ImportSummary, Record, Rejected
 from people.client import MAX_BATCH, PeopleClient, filter_literal
 from people.domain import errors
-from people.domain.model import email_key, normalise_email, normalise_name
 
 #: Calls in flight: a batch keeps the server busy; a few hide the round trips.
 DEFAULT_CONCURRENCY = 4
@@ -139,6 +138,10 @@ class _Importer:
 
     async def _settle(self, pending: list[Record]) -> list[Record]:
         """The lines left once those the server would refuse are counted, without a call each."""
+        # Imported here: email_validator takes some 50 ms to load, which no other
+        # command, and no import that meets no failure, should pay.
+        from people.domain.model import email_key, normalise_email, normalise_name
+
         keys: dict[int, str] = {}
         first_with: set[str] = set()
         for record in pending:
@@ -167,6 +170,8 @@ class _Importer:
 
     async def _taken(self, keys: Sequence[str]) -> set[str]:
         """Which of these email keys the directory already holds."""
+        from people.domain.model import email_key
+
         found: set[str] = set()
         for start in range(0, len(keys), LOOKUP_CHUNK):
             chunk = keys[start : start + LOOKUP_CHUNK]
