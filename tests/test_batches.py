@@ -211,6 +211,21 @@ class TestWritesAnswerWithTheUser:
         assert answer.user == await stub_on.get_user_by_id(UserIdRequest(id=created.id))
         assert (answer.user.name, answer.user.etag) == ("Ada King", 'W/"2"')
 
+    async def test_left_out_when_it_would_not_fit(self) -> None:
+        """Under a small send limit, a user too large for the answer is left out (the seed's
+        fields still come back); a smaller one is included."""
+        service = UserService(UserDirectory(MemoryStore()), max_send_message_bytes=1024)
+        email = "a" * 60 + "@" + ".".join(["b" * 60] * 3) + ".com"
+        big = await service.create_user(CreateUserRequest(name="\U0001d504" * 200, email=email))
+        assert (big.message, big.user) == ("User created successfully", None)
+        assert len(bytes(big)) <= 1024
+        updated = await service.update_user(User(id=big.id, name="\U0001d505" * 200))
+        assert updated.user is None
+        assert updated.message == f"User with ID {big.id} updated successfully"
+        small = await service.create_user(CreateUserRequest(name="Ada", email="ada@example.com"))
+        assert small.user is not None
+        assert small.user.name == "Ada"
+
     async def test_delete_answers_no_user(self, stub_on: UserServiceStub) -> None:
         """DeleteUserById keeps the seed's message and leaves user unset."""
         created = await stub_on.create_user(CreateUserRequest(name="Ada", email="ada@example.com"))

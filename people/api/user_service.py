@@ -278,18 +278,26 @@ class UserService(UserServiceBase):
     async def create_user(self, message: CreateUserRequest) -> CreateUserResponse:
         with domain_errors_as_status():
             user = await self._directory.create(name=message.name, email=message.email)
-        return CreateUserResponse(
-            id=user.id, message="User created successfully", user=user_message(user)
-        )
+        text = "User created successfully"
+        return CreateUserResponse(id=user.id, message=text, user=self._fitting(user, user.id, text))
 
     async def update_user(self, message: User) -> UpdateUserResponse:
         with domain_errors_as_status():
             user = await self._directory.update(
                 message.id, name=message.name, email=message.email, etag=message.etag
             )
-        return UpdateUserResponse(
-            message=f"User with ID {message.id} updated successfully", user=user_message(user)
-        )
+        text = f"User with ID {message.id} updated successfully"
+        return UpdateUserResponse(message=text, user=self._fitting(user, text))
+
+    def _fitting(self, user: DomainUser, *seed_fields: str) -> User | None:
+        """``user`` for a write's answer, or None if the answer would then outgrow the send limit.
+
+        The write is done by now: its answer must go out. The seed's fields
+        alone always fit, so a user too large to add is left out.
+        """
+        # Each field costs its bytes, a tag and a length (at most 6 bytes together).
+        size = len(encode_user(user)) + sum(len(f.encode()) for f in seed_fields) + 6 * 3
+        return user_message(user) if size <= self._max_send_message_bytes else None
 
     async def batch_create_users(
         self, message: BatchCreateUsersRequest
