@@ -42,7 +42,7 @@ RPCS = [
     "BatchGetUsers",
     "BatchCreateUsers",
 ]
-CLIENT_COMMANDS = ["add", "get", "list", "mod", "del", "export", "import"]
+CLIENT_COMMANDS = ["add", "get", "list", "find", "mod", "del", "export", "import"]
 CONNECTION_OPTIONS = [
     "--target",
     "--timeout",
