@@ -32,10 +32,28 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import distinct
+import import_time
 import seed
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 READ_SCENARIOS = ("GetUserById", "GetAllUsers", "ListUsers")
+#: Scenarios whose every call sends a new body (so none is answered from the read
+#: cache), with the RPC each calls; people only (the seed has no ListUsers filter).
+DISTINCT_SCENARIOS = {
+    "GetUserByIdDistinct": "GetUserById",
+    "ListUsersByEmail": "ListUsers",
+    "ListUsersByNamePrefix": "ListUsers",
+}
+ORDER = [
+    "GetUserById",
+    "CreateUser",
+    "GetAllUsers",
+    "ListUsers",
+    "GetUserByIdDistinct",
+    "ListUsersByEmail",
+    "ListUsersByNamePrefix",
+]
 
 
 @dataclass
@@ -167,27 +185,31 @@ def load_users(port: int, count: int, pb2: Any, pb2_grpc: Any) -> list[str]:
             return list(pool.map(create, range(count)))
 
 
-def prefill_sqlite(database: Path, count: int) -> str:
-    """Write ``count`` users straight into a people SQLite file; return one id."""
+def prefill_sqlite(database: Path, count: int) -> list[str]:
+    """Write ``count`` users straight into a people SQLite file, as the store would (same
+    schema, migrations and keys), named and addressed like load_users'; return their ids."""
     from people.store import sqlite as people_sqlite
+    from people.store.sqlite_schema import migrate
 
-    db = sqlite3.connect(database)
-    db.executescript(people_sqlite._SCHEMA)
-    db.execute(f"PRAGMA user_version = {people_sqlite.SCHEMA_VERSION}")
+    db = sqlite3.connect(database, isolation_level=None)
+    migrate(db)
     now = int(time.time() * 1_000_000)
-    some_id = ""
+    ids = []
     batch = []
+    db.execute("BEGIN")
     for i in range(count):
         user_id = str(uuid.uuid4())
-        some_id = some_id or user_id
+        ids.append(user_id)
         email = f"user{i}@example.com"
-        batch.append((user_id, f"User {i}", email, email, 1, now + i, now + i))
+        name = f"User {i}"
+        row = (user_id, name, email, email, 1, now + i, now + i, name.casefold(), email[::-1])
+        batch.append(row)
         if len(batch) == 10_000 or i == count - 1:
-            db.executemany("INSERT INTO users VALUES (?, ?, ?, ?, ?, ?, ?)", batch)
+            db.executemany(people_sqlite._INSERT, batch)
             batch.clear()
-    db.commit()
+    db.execute("COMMIT")
     db.close()
-    return some_id
+    return ids
 
 
 def grpc_frame(message: bytes) -> bytes:
@@ -317,10 +339,16 @@ def measure(
     args: argparse.Namespace,
     bodies: dict[str, bytes],
     build: Path,
+    distinct_bodies: dict[str, list[bytes]],
 ) -> Measurement:
     cpu_before = cpu_seconds(pid)
     if scenario == "CreateUser":
         ok, failed, seconds, latencies = create_load(port, connections, args.duration, build)
+    elif scenario in DISTINCT_SCENARIOS:
+        slices = distinct.slices(distinct_bodies[scenario], args.rounds, connections)[round_]
+        ok, failed, seconds, latencies = distinct.distinct_load(
+            port, DISTINCT_SCENARIOS[scenario], slices, args.duration
+        )
     else:
         ok, failed, seconds, latencies = h2load(
             port, scenario, bodies[scenario], connections, args.duration
@@ -345,7 +373,7 @@ def summarise(results: list[Measurement]) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     keys = sorted(
         {(m.scenario, m.connections) for m in results},
-        key=lambda k: (["GetUserById", "CreateUser", "GetAllUsers", "ListUsers"].index(k[0]), k[1]),
+        key=lambda k: (ORDER.index(k[0]), k[1]),
     )
     for scenario, connections in keys:
         row: dict[str, Any] = {"scenario": scenario, "connections": connections}
@@ -372,14 +400,14 @@ def summarise(results: list[Measurement]) -> list[dict[str, Any]]:
 
 def print_table(rows: list[dict[str, Any]]) -> None:
     header = (
-        f"{'scenario':<12} {'conns':>5} | {'seed req/s':>10} {'p50':>7} {'p99':>7} "
+        f"{'scenario':<21} {'conns':>5} | {'seed req/s':>10} {'p50':>7} {'p99':>7} "
         f"{'cpu/call':>8} | {'people req/s':>12} {'p50':>7} {'p99':>7} {'cpu/call':>8} "
         f"| {'ratio':>5}"
     )
     print(header)
     print("-" * len(header))
     for row in rows:
-        cells = [f"{row['scenario']:<12} {row['connections']:>5}"]
+        cells = [f"{row['scenario']:<21} {row['connections']:>5}"]
         for server, width in (("seed", 10), ("people", 12)):
             data = row.get(server)
             if data is None:
@@ -394,13 +422,37 @@ def print_table(rows: list[dict[str, Any]]) -> None:
         print(" | ".join(cells))
 
 
+def measure_imports(args: argparse.Namespace) -> list[float]:
+    """Seconds of `people import` of ``--import-lines`` CSV lines, once per round."""
+    with tempfile.TemporaryDirectory() as tmp:
+        source = Path(tmp) / "users.csv"
+        import_time.write_csv(source, args.import_lines)
+        seconds = []
+        for round_ in range(args.rounds):
+            took = import_time.time_import(
+                source,
+                args.import_lines,
+                lambda database: people_server(database, args.people_args.split()),
+            )
+            print(f"  people import of {args.import_lines:,} lines, round {round_}: {took:.1f} s")
+            seconds.append(took)
+    return seconds
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per measurement")
     parser.add_argument("--connections", default="1,64", help="comma-separated (default 1,64)")
     parser.add_argument("--users", type=int, default=1000, help="users stored before reads")
-    parser.add_argument("--scenarios", default="GetUserById,CreateUser,GetAllUsers,ListUsers")
+    parser.add_argument(
+        "--scenarios",
+        default="GetUserById,CreateUser,GetAllUsers,ListUsers",
+        help="comma-separated, among " + ", ".join([*ORDER, "Import"]),
+    )
+    parser.add_argument(
+        "--import-lines", type=int, default=100_000, help="CSV lines of the Import scenario"
+    )
     parser.add_argument("--people-args", default="", help="extra `people serve` flags")
     parser.add_argument("--json", type=Path, default=Path("bench/results/latest.json"))
     args = parser.parse_args()
@@ -410,20 +462,42 @@ def main() -> int:
     connections = [int(c) for c in args.connections.split(",")]
     scenarios = [s for s in args.scenarios.split(",") if s]
     # The seed keeps users in a dict and can only be filled through its API;
-    # past 10,000 users the million-user check measures people alone.
-    with_seed = args.users <= 10_000
+    # past 10,000 users the million-user check measures people alone, and so
+    # do the scenarios the seed cannot serve.
+    with_seed = args.users <= 10_000 and any(s in ORDER[:3] for s in scenarios)
     build = seed.build()
     pb2, pb2_grpc = stubs(build)
     results: list[Measurement] = []
+    imports: list[float] = []
+    if "Import" in scenarios:
+        scenarios.remove("Import")
+        imports = measure_imports(args)
+        if not scenarios:
+            median = statistics.median(imports)
+            print(
+                f"people import of {args.import_lines:,} CSV lines into SQLite: median"
+                f" {median:.1f} s ({args.import_lines / median:,.0f} lines/s)"
+            )
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(
+                json.dumps({"import_lines": args.import_lines, "import_seconds": imports})
+            )
+            return 0
     with contextlib.ExitStack() as stack:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory()))
         database = tmp / "people.db"
-        prefilled_id = prefill_sqlite(database, args.users) if not with_seed else ""
+        prefilled = prefill_sqlite(database, args.users) if not with_seed else []
         servers: dict[str, tuple[int, int]] = {}
         ids: dict[str, str] = {}
         port, process = stack.enter_context(people_server(database, args.people_args.split()))
         servers["people"] = (port, process.pid)
-        ids["people"] = prefilled_id or load_users(port, args.users, pb2, pb2_grpc)[0]
+        people_ids = prefilled or load_users(port, args.users, pb2, pb2_grpc)
+        ids["people"] = people_ids[0]
+        distinct_bodies = {
+            "GetUserByIdDistinct": distinct.get_user_bodies(people_ids),
+            "ListUsersByEmail": distinct.email_bodies(args.users),
+            "ListUsersByNamePrefix": distinct.name_prefix_bodies(args.users),
+        }
         if with_seed:
             port, process = stack.enter_context(seed_server(build))
             servers["seed"] = (port, process.pid)
@@ -439,7 +513,9 @@ def main() -> int:
                 for round_ in range(args.rounds):
                     order = list(servers) if round_ % 2 == 0 else list(reversed(servers))
                     for name in order:
-                        if scenario == "ListUsers" and name == "seed":
+                        if name == "seed" and (
+                            scenario == "ListUsers" or scenario in DISTINCT_SCENARIOS
+                        ):
                             continue  # the seed has no ListUsers
                         port, pid = servers[name]
                         bodies = {
@@ -449,7 +525,18 @@ def main() -> int:
                             "GetAllUsers": b"",
                             "ListUsers": b"\x08\x64",  # ListUsersRequest{page_size: 100}
                         }
-                        m = measure(name, port, pid, scenario, conns, round_, args, bodies, build)
+                        m = measure(
+                            name,
+                            port,
+                            pid,
+                            scenario,
+                            conns,
+                            round_,
+                            args,
+                            bodies,
+                            build,
+                            distinct_bodies,
+                        )
                         results.append(m)
                         print(
                             f"  {name:<6} {scenario:<12} c={conns:<3} round {round_}: "
@@ -466,6 +553,13 @@ def main() -> int:
     )
     print_table(rows)
     print("peak RSS MiB: " + ", ".join(f"{k} {v:.0f}" for k, v in memory.items()))
+    if imports:
+        print(
+            f"people import of {args.import_lines:,} CSV lines into SQLite: "
+            + ", ".join(f"{seconds:.1f} s" for seconds in imports)
+            + f" (median {statistics.median(imports):.1f} s,"
+            f" {args.import_lines / statistics.median(imports):,.0f} lines/s)"
+        )
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(
         json.dumps(
@@ -476,6 +570,8 @@ def main() -> int:
                 "people_args": args.people_args,
                 "rss_mib": memory,
                 "summary": rows,
+                "import_seconds": imports,
+                "import_lines": args.import_lines,
                 "measurements": [asdict(m) for m in results],
             },
             indent=2,

@@ -6,6 +6,7 @@ from people.client import PeopleClient
 from people.domain.errors import (
     DeadlineExceeded,
     EmailAlreadyExists,
+    EmailNotFound,
     InvalidField,
     PeopleError,
     PermissionDenied,
@@ -24,6 +25,7 @@ __version__ = "0.1.0"
 __all__ = [
     "DeadlineExceeded",
     "EmailAlreadyExists",
+    "EmailNotFound",
     "InvalidField",
     "PeopleClient",
     "PeopleError",

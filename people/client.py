@@ -13,8 +13,9 @@ Example::
             user = await people.get(user_id)
             print(user.name, user.email, user.etag)
             await people.update(user_id, name="Ada King", etag=user.etag)
-            async for each in people.iter_users():
+            async for each in people.iter_users(filter='name = "Ada*"', order_by="name"):
                 print(each.id, each.email)
+            print((await people.find_by_email("ADA@example.com")).id)
             await people.delete(user_id)
             try:
                 await people.get(user_id)
@@ -34,16 +35,19 @@ from __future__ import annotations
 import os
 import socket
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Final, TypeVar
+from typing import Any, Final, TypeVar
 
 from grpclib.client import Channel
-from grpclib.const import Status
+from grpclib.const import Cardinality, Status
 from grpclib.exceptions import GRPCError, ProtocolError, StreamTerminatedError
 
 from people._gen.people import (
+    PEOPLE_PROTO_DESCRIPTOR,
+    BatchCreateUsersRequest,
+    BatchGetUsersRequest,
     CreateUserRequest,
     Empty,
     ListUsersRequest,
@@ -59,6 +63,7 @@ __all__ = [
     "DEFAULT_TIMEOUT",
     "PeopleClient",
     "error_for_status",
+    "filter_literal",
     "parse_target",
     "tls_context",
 ]
@@ -68,6 +73,9 @@ DEFAULT_TARGET: Final = "localhost:50051"
 DEFAULT_TIMEOUT: Final = 10.0
 #: The page size :meth:`PeopleClient.iter_users` asks for: the server's maximum.
 LIST_PAGE_SIZE: Final = 1000
+#: Most ids or users one BatchGetUsers or BatchCreateUsers call takes.
+MAX_BATCH: Final = 1000
+_BATCH_CREATE_PATH: Final = "/people.UserService/BatchCreateUsers"
 
 T = TypeVar("T")
 
@@ -108,6 +116,13 @@ def tls_context(
     return context
 
 
+def filter_literal(value: str) -> str:
+    """A quoted filter value that matches ``value`` exactly: ``"`` and ``\\`` escaped, and
+    ``*`` too, so it is never a wildcard. ``f"email = {filter_literal(address)}"``."""
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("*", "\\*")
+    return f'"{escaped}"'
+
+
 #: Status codes whose meaning is one domain error, whatever the call.
 _ERROR_BY_STATUS: Final[dict[Status, Callable[[str], errors.PeopleError]]] = {
     Status.UNAVAILABLE: errors.Unavailable,
@@ -128,9 +143,10 @@ def error_for_status(
     """
     error: errors.PeopleError
     if status is Status.NOT_FOUND:
-        error = errors.UserNotFound(user_id)
+        error = errors.UserNotFound(user_id or _named_id(message))
     elif status is Status.ALREADY_EXISTS:
         error = errors.EmailAlreadyExists(email)
+        error.index = _named_entry(message)
     elif status is Status.ABORTED and message == errors.WriteConflict.MESSAGE:
         error = errors.WriteConflict()
     elif status is Status.ABORTED:
@@ -210,8 +226,9 @@ class PeopleClient:
         self.target = target
         self._channel = channel
         self._owns_channel = owns_channel
-        metadata = {"authorization": f"Bearer {token}"} if token else None
-        self._stub = UserServiceStub(channel, timeout=timeout, metadata=metadata)
+        self._timeout = timeout
+        self._metadata = {"authorization": f"Bearer {token}"} if token else None
+        self._stub = UserServiceStub(channel, timeout=timeout, metadata=self._metadata)
 
     async def __aenter__(self) -> PeopleClient:
         return self
@@ -257,21 +274,90 @@ class PeopleClient:
         """
         return list((await self._call(self._stub.get_all_users(Empty()))).user)
 
-    async def list_page(self, *, page_size: int = 0, page_token: str = "") -> ListUsersResponse:
-        """One page of users in creation order (ListUsers); page_size 0 is the server's default."""
-        request = ListUsersRequest(page_size=page_size, page_token=page_token)
+    async def batch_get(self, user_ids: Sequence[str]) -> list[User]:
+        """The users with these ids (at most 1000), in the same order (BatchGetUsers).
+
+        Raises:
+            UserNotFound: an id no user has (``user_id`` is the first such id);
+                nothing is returned for the others.
+            InvalidField: more than 1000 ids, or an empty one.
+        """
+        request = BatchGetUsersRequest(ids=list(user_ids))
+        return list((await self._call(self._stub.batch_get_users(request))).users)
+
+    async def batch_create(self, users: Iterable[tuple[str, str]]) -> list[User]:
+        """Create a user for each ``(name, email)`` (at most 1000), all or none (BatchCreateUsers).
+
+        Returns:
+            The users created, in the same order, with their ids, etags and timestamps.
+
+        Raises:
+            InvalidField: an entry's name or email breaks a rule (``field`` is
+                ``requests[i].name`` or ``requests[i].email``), or more than 1000 entries.
+            EmailAlreadyExists: an entry's email is taken, or repeats an earlier entry's.
+            Either way ``index`` is the entry's number i, and no user was created.
+        """
+        requests = [CreateUserRequest(name=name, email=email) for name, email in users]
+        request = BatchCreateUsersRequest(requests=requests)
+        return list((await self._call(self._stub.batch_create_users(request))).users)
+
+    async def batch_create_ids(self, users: Iterable[tuple[str, str]]) -> list[str]:
+        """As :meth:`batch_create`, returning only the new ids: for bulk loads.
+
+        The request and answer are encoded and decoded by protobuf's C library
+        (upb) instead of as generated messages, which for 1,000 users saves
+        tens of milliseconds of client CPU per call.
+        """
+        request = _upb_class("BatchCreateUsersRequest")()
+        add = request.requests.add
+        for name, email in users:
+            add(name=name, email=email)
+        answer_type = _upb_class("BatchCreateUsersResponse")
+        response = await self._call(self._unary(_BATCH_CREATE_PATH, request, answer_type))
+        return [str(user.id) for user in response.users]
+
+    async def list_page(
+        self, *, page_size: int = 0, page_token: str = "", filter: str = "", order_by: str = ""
+    ) -> ListUsersResponse:
+        """One page of users (ListUsers); page_size 0 is the server's default.
+
+        ``filter`` and ``order_by`` are AIP-160 and AIP-132 text (see the README);
+        empty means every user, in creation order.
+
+        Raises:
+            InvalidField: the filter or order_by is malformed (the message says
+                where), or the token belongs to another filter or order_by.
+        """
+        request = ListUsersRequest(
+            page_size=page_size, page_token=page_token, filter=filter, order_by=order_by
+        )
         return await self._call(self._stub.list_users(request))
 
-    async def iter_users(self, *, page_size: int = LIST_PAGE_SIZE) -> AsyncIterator[User]:
-        """Every user in creation order, fetched page by page: works for any number of users."""
+    async def iter_users(
+        self, *, page_size: int = LIST_PAGE_SIZE, filter: str = "", order_by: str = ""
+    ) -> AsyncIterator[User]:
+        """Every user ``filter`` matches, in ``order_by``'s order, fetched page by page."""
         token = ""
         while True:
-            page = await self.list_page(page_size=page_size, page_token=token)
+            page = await self.list_page(
+                page_size=page_size, page_token=token, filter=filter, order_by=order_by
+            )
             for user in page.users:
                 yield user
             token = page.next_page_token
             if not token:
                 return
+
+    async def find_by_email(self, email: str) -> User:
+        """The user with this email, compared as the server stores emails (case-insensitively).
+
+        Raises:
+            EmailNotFound: no user has it (a UserNotFound, NOT_FOUND on the wire).
+        """
+        page = await self.list_page(page_size=1, filter=f"email = {filter_literal(email)}")
+        if not page.users:
+            raise errors.EmailNotFound(email)
+        return page.users[0]
 
     async def update(self, user_id: str, *, name: str = "", email: str = "", etag: str = "") -> str:
         """Change a user's name and/or email (empty keeps the old value); return the reply.
@@ -300,6 +386,19 @@ class PeopleClient:
         response = await self._call(self._stub.delete_user_by_id(request), user_id)
         return response.message
 
+    async def _unary(self, path: str, request: Any, reply_type: type[Any]) -> Any:
+        """One unary call with upb messages, with this client's timeout and credentials."""
+        async with self._channel.request(
+            path,
+            Cardinality.UNARY_UNARY,
+            type(request),
+            reply_type,
+            timeout=self._timeout,
+            metadata=self._metadata,
+        ) as stream:
+            await stream.send_message(request, end=True)
+            return await stream.recv_message()
+
     async def _call(self, call: Awaitable[T], user_id: str = "", *, email: str = "") -> T:
         """Await ``call``, turning every way it can fail into a :class:`people.PeopleError`."""
         try:
@@ -315,6 +414,29 @@ class PeopleClient:
             raise errors.Unavailable(
                 f"cannot reach the people server at {self.target}: {_reason(exc)}"
             ) from None
+
+
+def _upb_class(name: str) -> type[Any]:
+    """protobuf's own (upb) class for people message ``name`` (cached by protobuf's pool)."""
+    from google.protobuf import message_factory
+
+    cls: type[Any] = message_factory.GetMessageClass(
+        PEOPLE_PROTO_DESCRIPTOR.message_types_by_name[name]
+    )
+    return cls
+
+
+def _named_id(message: str) -> str:
+    """The id in the server's ``User with ID <id> not found``; empty if it names none."""
+    if message.startswith("User with ID ") and message.endswith(" not found"):
+        return message.removeprefix("User with ID ").removesuffix(" not found")
+    return ""
+
+
+def _named_entry(message: str) -> int | None:
+    """The entry number of a batch error's ``requests[i]: ...``; None if it names none."""
+    field, colon, _ = message.partition(":")
+    return errors.entry_index(field) if colon else None
 
 
 def _reason(exc: BaseException) -> str:

@@ -27,6 +27,7 @@ from people.domain import errors
 from people.domain.directory import DEFAULT_PAGE_SIZE, UserDirectory
 from people.domain.model import User as DomainUser
 from people.domain.ports import Cursor
+from people.domain.query import DEFAULT_QUERY, Query
 from people.store.memory import MemoryStore
 from people.store.sqlite import SQLiteStore
 
@@ -38,10 +39,12 @@ class CountingStore(MemoryStore):
 
     pages_read = 0
 
-    async def list_page(self, *, after: Cursor | None, limit: int) -> list[DomainUser]:
+    async def list_page(
+        self, *, after: Cursor | None, limit: int, query: Query = DEFAULT_QUERY
+    ) -> list[DomainUser]:
         """Count, then read."""
         self.pages_read += 1
-        return await super().list_page(after=after, limit=limit)
+        return await super().list_page(after=after, limit=limit, query=query)
 
 
 async def create(stub: UserServiceStub, name: str = "Ada", email: str = "") -> CreateUserResponse:

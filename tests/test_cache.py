@@ -27,6 +27,7 @@ from people.domain.directory import UserDirectory
 from people.domain.errors import StoreUnavailable
 from people.domain.model import User as DomainUser
 from people.domain.ports import Cursor, UserStore
+from people.domain.query import DEFAULT_QUERY, Query
 from people.store.memory import MemoryStore
 from people.store.postgres import PostgresStore
 from people.store.sqlite import SQLiteStore
@@ -41,10 +42,12 @@ class CountingSQLiteStore(SQLiteStore):
     scans = 0
     gets = 0
 
-    async def list_page(self, *, after: Cursor | None, limit: int) -> list[DomainUser]:
+    async def list_page(
+        self, *, after: Cursor | None, limit: int, query: Query = DEFAULT_QUERY
+    ) -> list[DomainUser]:
         """Count, then read."""
         self.scans += 1
-        return await super().list_page(after=after, limit=limit)
+        return await super().list_page(after=after, limit=limit, query=query)
 
     async def get(self, user_id: str) -> DomainUser:
         """Count, then read."""
@@ -76,10 +79,12 @@ class ReadGatedStore(MemoryStore):
         self.scans = 0
         self.token_reads = 0
 
-    async def list_page(self, *, after: Cursor | None, limit: int) -> list[DomainUser]:
+    async def list_page(
+        self, *, after: Cursor | None, limit: int, query: Query = DEFAULT_QUERY
+    ) -> list[DomainUser]:
         """Read at once, then wait at the gate: the answer is the store as it was on arrival."""
         self.scans += 1
-        users = await super().list_page(after=after, limit=limit)
+        users = await super().list_page(after=after, limit=limit, query=query)
         if self.gated:
             gate = asyncio.Event()
             self.gates.append(gate)
@@ -226,6 +231,35 @@ class TestOtherReads:
                     assert got.email == user.email
         assert served.gets == 2
 
+    async def test_list_users_is_kept_per_filter_and_order(
+        self, sqlite_pair: tuple[CountingSQLiteStore, SQLiteStore]
+    ) -> None:
+        """Pages of one size but another filter or order are kept apart, each read once."""
+        served, other = sqlite_pair
+        for n in range(3):
+            await other.add(make_user(n))
+        listings = [("", ""), ('email = "user1*"', ""), ("", "create_time desc")]
+        async with ChannelFor([UserService(UserDirectory(served))]) as channel:
+            stub = UserServiceStub(channel)
+            for _ in range(2):
+                answers = [
+                    [
+                        user.email
+                        for user in (
+                            await stub.list_users(
+                                ListUsersRequest(page_size=10, filter=filter, order_by=order_by)
+                            )
+                        ).users
+                    ]
+                    for filter, order_by in listings
+                ]
+                assert answers == [
+                    ["user0@example.com", "user1@example.com", "user2@example.com"],
+                    ["user1@example.com"],
+                    ["user2@example.com", "user1@example.com", "user0@example.com"],
+                ]
+        assert served.scans == 3
+
     async def test_list_users_page_sees_another_process_create(
         self, sqlite_pair: tuple[CountingSQLiteStore, SQLiteStore]
     ) -> None:
@@ -307,6 +341,16 @@ class TestReadCache:
         cache.put(1, "huge", b"x" * 11)
         assert cache.get(1, "huge") is None
         assert len(cache) == 2
+
+    def test_bounded_in_entries_however_small(self) -> None:
+        """Past max_entries the oldest entries go, even when every answer is empty (an empty
+        page is 0 bytes, and distinct filters can ask for any number of them)."""
+        cache: ReadCache[bytes] = ReadCache(max_bytes=10, max_entries=3)
+        for n in range(100):
+            cache.put(1, f"filter {n}", b"")
+        assert len(cache) == 3
+        assert cache.get(1, "filter 99") == b""
+        assert cache.get(1, "filter 96") is None
 
     def test_an_answer_under_an_older_token_is_dropped(self) -> None:
         """A put under a token older than the latest one looked up neither keeps nor evicts."""

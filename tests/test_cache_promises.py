@@ -22,6 +22,7 @@ from people.api.user_service import UserService
 from people.domain.directory import UserDirectory
 from people.domain.model import User as DomainUser
 from people.domain.ports import Cursor
+from people.domain.query import DEFAULT_QUERY, Query
 from people.store.sqlite import SQLiteStore
 from tests.support import ServerProcess, running_server
 
@@ -31,10 +32,12 @@ class ScanCountingStore(SQLiteStore):
 
     scans = 0
 
-    async def list_page(self, *, after: Cursor | None, limit: int) -> list[DomainUser]:
+    async def list_page(
+        self, *, after: Cursor | None, limit: int, query: Query = DEFAULT_QUERY
+    ) -> list[DomainUser]:
         """Count, then read."""
         self.scans += 1
-        return await super().list_page(after=after, limit=limit)
+        return await super().list_page(after=after, limit=limit, query=query)
 
 
 @asynccontextmanager

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
 import socket
+import struct
 import subprocess
+import termios
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -29,8 +32,17 @@ UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
 CREATED = re.compile(rf"User created successfully - ID = (?P<id>{UUID})\n")
 ROW = re.compile(rf"ID: (?P<id>{UUID}), Name: (?P<name>.*), Email: (?P<email>.*)")
 USER_KEYS = ["id", "name", "email", "etag", "create_time", "update_time"]
-RPCS = ["GetAllUsers", "CreateUser", "GetUserById", "UpdateUser", "DeleteUserById", "ListUsers"]
-CLIENT_COMMANDS = ["add", "get", "list", "mod", "del", "export", "import"]
+RPCS = [
+    "GetAllUsers",
+    "CreateUser",
+    "GetUserById",
+    "UpdateUser",
+    "DeleteUserById",
+    "ListUsers",
+    "BatchGetUsers",
+    "BatchCreateUsers",
+]
+CLIENT_COMMANDS = ["add", "get", "list", "find", "mod", "del", "export", "import"]
 CONNECTION_OPTIONS = [
     "--target",
     "--timeout",
@@ -477,7 +489,7 @@ class TestSchema:
     """`people schema`: the service's contract without a server."""
 
     def test_text_names_the_service_and_its_rpcs(self) -> None:
-        """The text holds `service UserService` and one rpc line for each of the six RPCs."""
+        """The text holds `service UserService` and one rpc line for each of its RPCs."""
         result = run_cli("schema")
         assert result.returncode == 0, result.stderr
         assert "service UserService {" in result.stdout
@@ -578,7 +590,8 @@ class TestImportFiles:
         assert [item["line"] for item in value["rejected"]] == [2]
 
     def test_progress_on_a_terminal_only(self, people: People, tmp_path: Path) -> None:
-        """On a terminal, import redraws a progress line on stderr; into a pipe it writes none."""
+        """On a terminal, import draws a bar with the lines done, the rate, the time left and
+        the counts on stderr, and erases it; into a pipe it writes none."""
         source = tmp_path / "users.jsonl"
         source.write_text(
             "".join(
@@ -587,6 +600,8 @@ class TestImportFiles:
             encoding="utf-8",
         )
         terminal, stderr = os.openpty()
+        # A terminal of 30 rows and 160 columns, as a person's would be.
+        fcntl.ioctl(stderr, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 160, 0, 0))
         try:
             process = subprocess.Popen(
                 [*people_command(), "import", str(source), "--target", people.target],
@@ -602,7 +617,13 @@ class TestImportFiles:
             os.close(terminal)
         assert process.returncode == 0
         assert stdout == "300 created, 0 already existed, 0 rejected\n"
-        assert "\rimporting 300/300 lines: 300 created" in drawn
+        final = drawn.split("\r")[-3]
+        assert re.fullmatch(
+            r"importing: 100%\|█+\| 300/300 \[\d\d:\d\d<00:00, +[\d.]+ lines/s,"
+            r" 300 created, 0 existed, 0 rejected\] *",
+            final,
+        ), drawn
+        assert drawn.endswith("\r" + " " * len(final) + "\r"), drawn  # erased
         piped = people("import", str(source))
         assert "importing" not in piped.stderr
         assert piped.stdout == "0 created, 300 already existed, 0 rejected\n"

@@ -162,6 +162,51 @@ class TestSeedContract:
         assert stripped == seed
 
 
+class TestAdditions:
+    """What was added after the seed keeps the numbers and shapes it was released with."""
+
+    @pytest.mark.parametrize(
+        ("message", "name", "number", "type_name"),
+        [
+            ("CreateUserResponse", "user", 3, ".people.User"),
+            ("UpdateUserResponse", "user", 2, ".people.User"),
+            ("ListUsersRequest", "page_size", 1, ""),
+            ("ListUsersRequest", "page_token", 2, ""),
+            ("ListUsersRequest", "filter", 3, ""),
+            ("ListUsersRequest", "order_by", 4, ""),
+            ("BatchGetUsersRequest", "ids", 1, ""),
+            ("BatchGetUsersResponse", "users", 1, ".people.User"),
+            ("BatchCreateUsersRequest", "requests", 1, ".people.CreateUserRequest"),
+            ("BatchCreateUsersResponse", "users", 1, ".people.User"),
+        ],
+    )
+    def test_field(
+        self,
+        ours: descriptor_pb2.FileDescriptorProto,
+        message: str,
+        name: str,
+        number: int,
+        type_name: str,
+    ) -> None:
+        """Each added field has its number and type."""
+        (found,) = [m for m in ours.message_type if m.name == message]
+        (field,) = [f for f in found.field if f.name == name]
+        assert (field.number, field.type_name) == (number, type_name)
+
+    def test_rpcs_in_order(self, ours: descriptor_pb2.FileDescriptorProto) -> None:
+        """The RPCs added after the seed follow its five, in the order they were added."""
+        (service,) = ours.service
+        assert [(m.name, m.input_type, m.output_type) for m in service.method][5:] == [
+            ("ListUsers", ".people.ListUsersRequest", ".people.ListUsersResponse"),
+            ("BatchGetUsers", ".people.BatchGetUsersRequest", ".people.BatchGetUsersResponse"),
+            (
+                "BatchCreateUsers",
+                ".people.BatchCreateUsersRequest",
+                ".people.BatchCreateUsersResponse",
+            ),
+        ]
+
+
 class TestGeneratedCode:
     """The descriptor embedded in people._gen is the one proto/people.proto compiles to."""
 
@@ -183,6 +228,8 @@ class TestGeneratedCode:
             "UpdateUser",
             "DeleteUserById",
             "ListUsers",
+            "BatchGetUsers",
+            "BatchCreateUsers",
         }
 
 

@@ -104,11 +104,15 @@ class TestTakingTheLane:
 
     @pytest.mark.parametrize(
         ("method", "request_message"),
-        [(LIST, bytes(ListUsersRequest(page_size=5))), (ALL, bytes(Empty()))],
-        ids=["ListUsers", "GetAllUsers"],
+        [
+            (LIST, bytes(ListUsersRequest(page_size=5))),
+            (LIST, bytes(ListUsersRequest(page_size=5, filter='name = "A*"', order_by="name"))),
+            (ALL, bytes(Empty())),
+        ],
+        ids=["ListUsers", "ListUsers-filtered", "GetAllUsers"],
     )
     async def test_every_cached_read(self, method: str, request_message: bytes) -> None:
-        """ListUsers pages and GetAllUsers take the lane from their second call on."""
+        """ListUsers pages (filtered or not) and GetAllUsers take the lane from their 2nd call."""
         async with warm() as server:
             raw = server.served.raw_channel()
             first = await call_raw(raw, method, request_message)
@@ -117,6 +121,20 @@ class TestTakingTheLane:
             raw.close()
         assert first == second
         assert server.answered == before + 1
+
+    async def test_filters_are_part_of_the_key(self) -> None:
+        """A cached page is never the lane's answer to the same page with another filter."""
+        async with warm() as server:
+            raw = server.served.raw_channel()
+            every = bytes(ListUsersRequest(page_size=5))
+            nobody = bytes(ListUsersRequest(page_size=5, filter='name = "Zed"'))
+            await call_raw(raw, LIST, every)
+            before = server.answered
+            filtered = await call_raw(raw, LIST, nobody)
+            unfiltered = await call_raw(raw, LIST, every)
+            raw.close()
+        assert filtered != unfiltered
+        assert server.answered == before + 1  # the unfiltered repeat only
 
     async def test_misses_and_failures_do_not(self) -> None:
         """A first read, an unknown id and every write take the normal path."""

@@ -16,6 +16,7 @@ from people.domain.model import (
     MAX_NAME_LENGTH,
     check_id,
     email_key,
+    email_lookup_key,
     format_etag,
     normalise_email,
     normalise_name,
@@ -185,6 +186,49 @@ class TestEmailKey:
     def test_distinct_addresses_keep_distinct_keys(self) -> None:
         """Different addresses do not collide."""
         assert email_key("ada@example.com") != email_key("bob@example.com")
+
+
+#: Address-like text: plain ASCII addresses, and the characters that make them not so.
+address_like = st.one_of(
+    st.emails(),
+    st.from_regex(r"[ A-Za-z0-9.@\-\"\\!#*_+]{0,30}", fullmatch=True),
+    st.builds(
+        lambda local, labels, tld: f"{local}@{'.'.join(labels)}.{tld}",
+        st.from_regex(r"[A-Za-z0-9.!#+-]{1,70}", fullmatch=True),
+        st.lists(st.from_regex(r"[A-Za-z0-9-]{1,70}", fullmatch=True), min_size=1, max_size=4),
+        st.sampled_from(["com", "COM", "test", "localhost", "local", "invalid", "a1", "123"]),
+    ),
+)
+
+
+class TestEmailLookupKey:
+    """email_lookup_key: what filters compare emails by, without email_validator when it can."""
+
+    @given(address_like)
+    def test_agrees_with_the_stored_key(self, value: str) -> None:
+        """A valid address gets the key its user would be stored under; an invalid one a key
+        that no valid address folds to."""
+        key = email_lookup_key(value)
+        stored = outcome(normalise_email, value)
+        if isinstance(stored, str):
+            assert key == email_key(stored)
+        else:
+            refolded = outcome(normalise_email, key)
+            assert isinstance(refolded, InvalidField) or email_key(refolded) != key
+
+    @pytest.mark.parametrize(
+        ("value", "key"),
+        [
+            ("ADA@Example.COM", "ada@example.com"),
+            ("  Ada.King@acme.com ", "ada.king@acme.com"),
+            ('"quoted"@example.com', '"quoted"@example.com'),  # refused: matches nobody
+            ("user@xn--fsq.com", "user@例.com"),
+            ("Zoë@example.com", "zoë@example.com"),
+        ],
+    )
+    def test_examples(self, value: str, key: str) -> None:
+        """Plain addresses fold directly; IDNA and non-ASCII ones are normalised first."""
+        assert email_lookup_key(value) == key
 
 
 class TestEtag:

@@ -36,6 +36,20 @@ stores = st.lists(
 )
 limits = st.sampled_from([1024, 1500, 4096, DEFAULT_MAX_MESSAGE_BYTES])
 page_sizes = st.integers(min_value=-1, max_value=12)
+#: Filters that select something, nothing, or are malformed.
+filters = st.sampled_from(
+    [
+        "",
+        'name = "a*"',
+        'email = "*.com"',
+        'name:"b" OR email:"c"',
+        'NOT name = "a*"',
+        'create_time > "2000-01-01T00:00:00Z" AND update_time < "5000-01-01T00:00:00Z"',
+        'nickname = "x"',
+        'name = "x',
+    ]
+)
+orders = st.sampled_from(["", "name", "email desc", "update_time", "create_time desc", "id"])
 
 #: (0, answer bytes, "") for an answer; (status code, b"", message) for a refusal.
 Outcome = tuple[int, bytes, str]
@@ -126,21 +140,26 @@ class TestSameBytes:
             assert wire == typed
 
     @SETTINGS
-    @given(contents=stores, limit=limits, size=page_sizes)
+    @given(contents=stores, limit=limits, size=page_sizes, filter=filters, order_by=orders)
     async def test_list_users_page_by_page(
-        self, contents: list[User], limit: int, size: int
+        self, contents: list[User], limit: int, size: int, filter: str, order_by: str
     ) -> None:
-        """Every ListUsers page, followed token by token to the end, is alike on both paths."""
+        """Every ListUsers page, filtered and ordered, followed token by token to the end, is
+        alike on both paths."""
         paths = await service_over(contents, limit)
         token = ""
         for _ in range(len(contents) + 2):
-            request = ListUsersRequest(page_size=size, page_token=token)
+            request = ListUsersRequest(
+                page_size=size, page_token=token, filter=filter, order_by=order_by
+            )
             wire, typed = await paths.both(
                 "ListUsers",
                 "ListUsersRequest",
                 partial(paths.service.list_users, request),
                 page_size=size,
                 page_token=token,
+                filter=filter,
+                order_by=order_by,
             )
             assert wire == typed
             if wire[0] != 0:
@@ -164,6 +183,31 @@ class TestSameBytes:
             lambda: paths.service.list_users(request),
             page_size=3,
             page_token=token,
+        )
+        assert wire == typed
+
+    @SETTINGS
+    @given(contents=stores, first=filters, then=filters, order_by=orders)
+    async def test_token_of_another_listing(
+        self, contents: list[User], first: str, then: str, order_by: str
+    ) -> None:
+        """A token of one filter, sent with another filter or order, answers alike on both
+        paths (refused unless the listing is the same)."""
+        paths = await service_over(contents, DEFAULT_MAX_MESSAGE_BYTES)
+        try:
+            page = await paths.service.list_users(ListUsersRequest(page_size=1, filter=first))
+        except GRPCError:
+            return
+        token = page.next_page_token
+        request = ListUsersRequest(page_size=2, page_token=token, filter=then, order_by=order_by)
+        wire, typed = await paths.both(
+            "ListUsers",
+            "ListUsersRequest",
+            partial(paths.service.list_users, request),
+            page_size=2,
+            page_token=token,
+            filter=then,
+            order_by=order_by,
         )
         assert wire == typed
 

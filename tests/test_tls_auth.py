@@ -302,14 +302,14 @@ class TestTokenAuth:
         assert caught.value.status is Status.UNAUTHENTICATED
 
     def test_guarded_methods_are_all_but_health(self) -> None:
-        """The methods above are the six RPCs, both reflections' and nothing of health."""
+        """The methods above are the eight RPCs, both reflections' and nothing of health."""
         services = {method.rsplit("/", 2)[1] for method in GUARDED_METHODS}
         assert services == {
             "people.UserService",
             "grpc.reflection.v1.ServerReflection",
             "grpc.reflection.v1alpha.ServerReflection",
         }
-        assert len([m for m in GUARDED_METHODS if m.startswith("/people.UserService/")]) == 6
+        assert len([m for m in GUARDED_METHODS if m.startswith("/people.UserService/")]) == 8
 
     @pytest.mark.parametrize("presented", ["first", "middle", "last", "wrong", "wrong-length-x"])
     def test_every_token_is_compared(self, monkeypatch: pytest.MonkeyPatch, presented: str) -> None:

@@ -12,7 +12,7 @@ and :class:`ListUsersFields` say which of their fields the read path uses.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -44,6 +44,39 @@ class ListUsersFields(Protocol):
     @property
     def page_token(self) -> str:
         """Empty for the first page, else a previous answer's ``next_page_token``."""
+        ...
+
+    @property
+    def filter(self) -> str:
+        """Which users; empty for every user."""
+        ...
+
+    @property
+    def order_by(self) -> str:
+        """In which order; empty for creation order."""
+        ...
+
+
+class CreateUserFields(Protocol):
+    """A decoded ``people.CreateUserRequest`` (upb's object)."""
+
+    @property
+    def name(self) -> str:
+        """The new user's name."""
+        ...
+
+    @property
+    def email(self) -> str:
+        """The new user's email."""
+        ...
+
+
+class BatchCreateFields(Protocol):
+    """A decoded ``people.BatchCreateUsersRequest`` (upb's object)."""
+
+    @property
+    def requests(self) -> Sequence[CreateUserFields]:
+        """The users to create, in order."""
         ...
 
 
@@ -128,7 +161,11 @@ def encode_user(user: User) -> EncodedMessage:
 
 
 def encode_user_list(users: Iterable[User]) -> EncodedMessage:
-    """``people.UserList`` holding ``users`` in order."""
+    """``people.UserList`` holding ``users`` in order.
+
+    The same bytes are a ``BatchCreateUsersResponse`` or a ``BatchGetUsersResponse``:
+    each is one repeated User field numbered 1, and names are not on the wire.
+    """
     message = _USER_LIST()
     add = message.user.add
     for user in users:

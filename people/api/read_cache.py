@@ -48,6 +48,9 @@ V = TypeVar("V", bound=Sized)
 #: Bytes of answers one cache holds at most: GetAllUsers' largest answer (the
 #: 4 MiB send limit) plus thousands of single users, well inside a worker's budget.
 DEFAULT_MAX_BYTES = 8 * 1024 * 1024
+#: Answers one cache holds at most, however small: an empty page is 0 bytes, and
+#: distinct filters can ask for any number of them.
+DEFAULT_MAX_ENTRIES = 20_000
 
 _Flight = tuple[Hashable, Hashable]
 
@@ -58,15 +61,18 @@ class ReadCache(Generic[V]):
     Args:
         max_bytes: The sum of ``len(answer)`` kept at most; the oldest entries
             go first when it is exceeded.
+        max_entries: The number of answers kept at most, oldest out first.
     """
 
     def __init__(
         self,
         max_bytes: int = DEFAULT_MAX_BYTES,
+        max_entries: int = DEFAULT_MAX_ENTRIES,
         *,
         on_lookup: Callable[[bool], None] | None = None,
     ) -> None:
         self._max_bytes = max_bytes
+        self._max_entries = max_entries
         self._on_lookup = on_lookup
         #: The latest token looked up, hence the newest (see the module docstring).
         self._latest: Hashable | None = None
@@ -153,7 +159,9 @@ class ReadCache(Generic[V]):
         previous = self._entries.pop(key, None)
         if previous is not None:
             self._bytes -= len(previous)
-        while self._entries and self._bytes + size > self._max_bytes:
+        while self._entries and (
+            self._bytes + size > self._max_bytes or len(self._entries) >= self._max_entries
+        ):
             oldest = next(iter(self._entries))
             self._bytes -= len(self._entries.pop(oldest))
         self._entries[key] = answer

@@ -14,6 +14,7 @@ from people.domain import errors
 #: Looked up along the exception's MRO, so a subclass inherits its parent's code.
 STATUS_BY_ERROR: dict[type[errors.PeopleError], Status] = {
     errors.UserNotFound: Status.NOT_FOUND,
+    errors.EmailNotFound: Status.NOT_FOUND,
     errors.EmailAlreadyExists: Status.ALREADY_EXISTS,
     errors.InvalidField: Status.INVALID_ARGUMENT,
     errors.StaleVersion: Status.ABORTED,

@@ -1,15 +1,13 @@
-"""Moving many users at once: export as JSON Lines, import from JSON Lines or CSV.
+"""Moving many users at once: export as JSON Lines; the files and summary of an import.
 
-An import reads its file lazily, keeps a bounded number of CreateUser calls in
-flight, and never stops at a bad line: every line ends up created, already
-existing (its email is taken) or rejected with its line number and reason. It
-stops early only when the server itself fails (unreachable, unauthenticated...),
-because then no later line could succeed either.
+An import reads its file lazily (:func:`read_records`) and never stops at a bad
+line: every line ends up created, already existing (its email is taken) or
+rejected with its line number and reason (:class:`ImportSummary`). How the
+lines reach the server is :mod:`people.cli.importing`'s business.
 """
 
 from __future__ import annotations
 
-import asyncio
 import csv
 import json
 import time
@@ -22,9 +20,6 @@ from people.client import PeopleClient
 from people.domain import errors
 
 Format = Literal["jsonl", "csv"]
-#: CreateUser calls an import keeps in flight: enough to hide the round trip,
-#: few enough to stay far below the server's concurrency cap.
-DEFAULT_CONCURRENCY = 16
 #: Seconds between two progress reports.
 PROGRESS_INTERVAL = 0.1
 
@@ -122,58 +117,6 @@ def _record(line: int, name: object, email: object) -> Record:
     if not isinstance(name, str) or not isinstance(email, str):
         return Record(line, error="name and email must both be present, as text")
     return Record(line, name=name, email=email)
-
-
-async def import_users(
-    client: PeopleClient,
-    records: Iterable[Record],
-    *,
-    concurrency: int = DEFAULT_CONCURRENCY,
-    progress: Callable[[ImportSummary], None] | None = None,
-) -> ImportSummary:
-    """Create a user for every record; report progress at most every 0.1 s.
-
-    Returns:
-        What happened to each line. ``failure`` is set if the server failed
-        and the import stopped before the end.
-    """
-    summary = ImportSummary()
-    pending = iter(records)
-    last_report = 0.0
-
-    async def worker() -> None:
-        nonlocal last_report
-        for record in pending:  # shared iterator: each record goes to one worker
-            if summary.failure is not None:
-                return
-            await _import_one(client, record, summary)
-            now = time.monotonic()
-            if progress is not None and now - last_report >= PROGRESS_INTERVAL:
-                last_report = now
-                progress(summary)
-
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
-    summary.rejected.sort(key=lambda rejected: rejected.line)
-    if progress is not None:
-        progress(summary)
-    return summary
-
-
-async def _import_one(client: PeopleClient, record: Record, summary: ImportSummary) -> None:
-    if record.error:
-        summary.rejected.append(Rejected(record.line, record.error))
-        return
-    try:
-        await client.create(record.name, record.email)
-    except errors.EmailAlreadyExists:
-        summary.existing += 1
-    except errors.InvalidField as exc:
-        summary.rejected.append(Rejected(record.line, exc.message))
-    except errors.PeopleError as exc:
-        if summary.failure is None:
-            summary.failure = exc
-    else:
-        summary.created += 1
 
 
 async def export_users(

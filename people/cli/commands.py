@@ -1,4 +1,4 @@
-"""The seed's commands (add, get, mod, del) with its flags and lines, and `list`."""
+"""The seed's commands (add, get, mod, del) with its flags and lines, `list` and `find`."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import sys
 
 from people.cli.exits import EXIT_OK
 from people.cli.output import print_json, print_message, print_table, user_json
-from people.client import PeopleClient
+from people.client import LIST_PAGE_SIZE, PeopleClient
 
 
 async def add_command(people: PeopleClient, args: argparse.Namespace) -> int:
@@ -46,9 +46,13 @@ async def get_command(people: PeopleClient, args: argparse.Namespace) -> int:
 
 
 async def list_command(people: PeopleClient, args: argparse.Namespace) -> int:
-    """`people list [--limit N]`: users as an aligned table, in creation order."""
+    """`people list [--filter F] [--order-by O] [--limit N]`: users as an aligned table."""
     rows: list[dict[str, str]] = []
-    async for user in people.iter_users():
+    # No larger pages than needed: `--limit 5` reads five users, not a thousand.
+    page_size = min(args.limit, LIST_PAGE_SIZE) if args.limit else LIST_PAGE_SIZE
+    async for user in people.iter_users(
+        page_size=page_size, filter=args.filter, order_by=args.order_by
+    ):
         if args.limit is not None and len(rows) >= args.limit:
             break
         rows.append(user_json(user))
@@ -57,6 +61,16 @@ async def list_command(people: PeopleClient, args: argparse.Namespace) -> int:
         return EXIT_OK
     print_table(rows, ("id", "name", "email", "create_time"))
     print(f"\n{len(rows)} users", file=sys.stderr)
+    return EXIT_OK
+
+
+async def find_command(people: PeopleClient, args: argparse.Namespace) -> int:
+    """`people find -e EMAIL`: the user with this email, as `get -i` shows one."""
+    user = await people.find_by_email(args.email)
+    if args.json:
+        print_json(user_json(user))
+    else:
+        print(f"User: ID={user.id}, Name={user.name}, Email={user.email}")
     return EXIT_OK
 
 

@@ -10,7 +10,14 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import ExitStack
 
 from people.api.status import status_for
-from people.cli.commands import add_command, del_command, get_command, list_command, mod_command
+from people.cli.commands import (
+    add_command,
+    del_command,
+    find_command,
+    get_command,
+    list_command,
+    mod_command,
+)
 from people.cli.connect import UsageError, client_from
 from people.cli.exits import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, exit_code
 from people.cli.output import print_json
@@ -29,6 +36,7 @@ COMMANDS: dict[str, Command] = {
     "add": add_command,
     "get": get_command,
     "list": list_command,
+    "find": find_command,
     "mod": mod_command,
     "del": del_command,
     "export": export_command,

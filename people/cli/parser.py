@@ -6,9 +6,9 @@ import argparse
 from pathlib import Path
 
 from people import __version__
-from people.cli.bulk import DEFAULT_CONCURRENCY
 from people.cli.exits import EXIT_CODES_HELP
-from people.client import DEFAULT_TARGET, DEFAULT_TIMEOUT
+from people.cli.importing import DEFAULT_CONCURRENCY
+from people.client import DEFAULT_TARGET, DEFAULT_TIMEOUT, MAX_BATCH
 from people.server.flags import add_serve_arguments
 
 
@@ -49,8 +49,22 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("-e", "--email", metavar="EMAIL", help="user email")
     get = command("get", "show one user (-i ID), or every user")
     get.add_argument("-i", "--id", metavar="ID", help="user ID; without it, list every user")
-    listing = command("list", "list users as a table, in creation order")
+    listing = command("list", "list users as a table, in creation order unless --order-by")
     listing.add_argument("--limit", type=int, metavar="N", help="show at most N users")
+    listing.add_argument(
+        "--filter",
+        default="",
+        metavar="FILTER",
+        help='which users, e.g. \'email = "*@acme.com" AND name = "Ada*"\' (see the README)',
+    )
+    listing.add_argument(
+        "--order-by",
+        default="",
+        metavar="ORDER",
+        help="create_time (default), update_time, name or email, optionally followed by desc",
+    )
+    find = command("find", "show the user with an email (compared case-insensitively)")
+    find.add_argument("-e", "--email", metavar="EMAIL", required=True, help="the email")
     mod = command("mod", "change a user's name and/or email")
     mod.add_argument("-i", "--id", metavar="ID", help="user ID")
     mod.add_argument("-n", "--name", metavar="NAME", help="new name (omit to keep)")
@@ -71,6 +85,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=DEFAULT_CONCURRENCY,
         help=f"calls in flight (default {DEFAULT_CONCURRENCY})",
+    )
+    load.add_argument(
+        "--batch-size",
+        type=int,
+        default=MAX_BATCH,
+        metavar="N",
+        help=f"lines per BatchCreateUsers call, 1 to {MAX_BATCH} (default {MAX_BATCH})",
     )
     schema = commands.add_parser(
         "schema",
@@ -132,5 +153,7 @@ def check_usage(args: argparse.Namespace) -> None:
         parser.error("User ID is required when updating a user.")
     if args.command == "import" and args.concurrency < 1:
         parser.error("--concurrency must be at least 1")
+    if args.command == "import" and not 1 <= args.batch_size <= MAX_BATCH:
+        parser.error(f"--batch-size must be between 1 and {MAX_BATCH}")
     if args.command == "list" and args.limit is not None and args.limit < 0:
         parser.error("--limit cannot be negative")

@@ -8,14 +8,22 @@ No gRPC and no SQL here: requests arrive as plain strings, results leave as
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Callable, Hashable
+from collections.abc import AsyncIterator, Callable, Hashable, Sequence
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
-from people.domain.errors import InvalidField, StaleVersion
-from people.domain.model import User, check_id, normalise_email, normalise_name, parse_etag
+from people.domain.errors import EmailAlreadyExists, InvalidField, StaleVersion, UserNotFound
+from people.domain.filtering import parse_query
+from people.domain.model import (
+    User,
+    check_id,
+    email_key,
+    normalise_email,
+    normalise_name,
+    parse_etag,
+)
 from people.domain.paging import Page, PageTokens
-from people.domain.ports import Cursor, UserStore
+from people.domain.ports import MAX_BATCH, Cursor, UserStore
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
@@ -75,6 +83,64 @@ class UserDirectory:
         await self._store.add(user)
         return user
 
+    async def create_many(
+        self,
+        entries: Sequence[tuple[str, str]],
+        *,
+        before_write: Callable[[list[User]], None] | None = None,
+    ) -> list[User]:
+        """Create a user for each ``(name, email)``, all in one transaction (AIP-233).
+
+        All or nothing: if any entry fails, no user is created. Errors name the
+        entry as ``requests[i]``, counted from 0.
+
+        Args:
+            entries: The users to create, in order.
+            before_write: Called with the users once they are valid, before
+                anything is stored; whatever it raises fails the call with
+                nothing written (the API checks that its answer will fit).
+
+        Raises:
+            InvalidField: more than 1000 entries, or an entry's name or email
+                breaks a rule (field ``requests[i].name`` or ``requests[i].email``).
+            EmailAlreadyExists: an entry's email is taken, in the store or by an
+                earlier entry (compared case-insensitively); ``index`` is i.
+        """
+        _check_batch_size("requests", len(entries))
+        users: list[User] = []
+        first_with: dict[str, int] = {}
+        for index, (name, email) in enumerate(entries):
+            try:
+                valid_name, valid_email = normalise_name(name), normalise_email(email)
+            except InvalidField as exc:
+                raise InvalidField(f"requests[{index}].{exc.field}", exc.reason) from exc
+            now = self._clock()
+            if users and now <= users[-1].create_time:
+                # Strictly after the entry before: creation order is request order.
+                now = users[-1].create_time + timedelta(microseconds=1)
+            user = User(
+                id=self._new_id(),
+                name=valid_name,
+                email=valid_email,
+                version=1,
+                create_time=now,
+                update_time=now,
+            )
+            earlier = first_with.setdefault(user.email_key, index)
+            if earlier != index:
+                raise EmailAlreadyExists(
+                    user.email, index=index, reason=f"requests[{earlier}] has it too"
+                )
+            users.append(user)
+        if before_write is not None:
+            before_write(users)
+        try:
+            await self._store.add_many(users)
+        except EmailAlreadyExists as exc:
+            failed = first_with.get(email_key(exc.email))
+            raise EmailAlreadyExists(exc.email, index=failed) from exc
+        return users
+
     async def get(self, user_id: str) -> User:
         """Return one user.
 
@@ -83,6 +149,26 @@ class UserDirectory:
             InvalidField: the id is empty.
         """
         return await self._store.get(check_id(user_id))
+
+    async def get_many(self, user_ids: Sequence[str]) -> list[User]:
+        """The users with these ids, in the order asked (AIP-231); repeated ids repeat.
+
+        Raises:
+            InvalidField: more than 1000 ids, or an empty one (field ``ids[i]``).
+            UserNotFound: the first id, in the order asked, that no user has.
+        """
+        _check_batch_size("ids", len(user_ids))
+        wanted: list[str] = []
+        for index, user_id in enumerate(user_ids):
+            try:
+                wanted.append(check_id(user_id))
+            except InvalidField as exc:
+                raise InvalidField(f"ids[{index}]", exc.reason) from exc
+        found = {user.id: user for user in await self._store.get_many(list(dict.fromkeys(wanted)))}
+        for user_id in wanted:
+            if user_id not in found:
+                raise UserNotFound(user_id)
+        return [found[user_id] for user_id in wanted]
 
     def change_token(self) -> Hashable | None:
         """A value that changes whenever the users may have (see UserStore.change_token)."""
@@ -99,26 +185,36 @@ class UserDirectory:
                 return
             after = (batch[-1].create_time, batch[-1].id)
 
-    async def list_page(self, *, page_size: int, page_token: str) -> Page:
-        """Return one page of users in creation order (AIP-158).
+    async def list_page(
+        self, *, page_size: int, page_token: str, filter: str = "", order_by: str = ""
+    ) -> Page:
+        """Return one page of the users ``filter`` matches, in ``order_by``'s order.
+
+        AIP-158 paging with AIP-132's filter and order_by; see
+        :mod:`people.domain.filtering` for both languages.
 
         Args:
             page_size: 0 means the default (50); larger than 1000 is clamped.
-            page_token: Empty for the first page, else a previous ``next_page_token``.
+            page_token: Empty for the first page, else a previous ``next_page_token``
+                from a call with the same filter and order_by.
+            filter: Empty for every user.
+            order_by: Empty for creation order.
 
         Raises:
-            InvalidField: the page size is negative or the token was not issued here.
+            InvalidField: the page size is negative, the filter or order_by is
+                malformed, or the token was not issued here for this filter and order.
         """
         if page_size < 0:
             raise InvalidField("page_size", "must not be negative")
         limit = min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
-        after = self._tokens.cursor(page_token) if page_token else None
+        query = parse_query(filter, order_by)
+        after = self._tokens.cursor(page_token, query) if page_token else None
         # One extra row tells whether another page follows without a second query.
-        users = await self._store.list_page(after=after, limit=limit + 1)
+        users = await self._store.list_page(after=after, limit=limit + 1, query=query)
         if len(users) <= limit:
-            return Page(users=users, next_page_token="")
+            return Page(users, "", query)
         users = users[:limit]
-        return Page(users=users, next_page_token=self._tokens.after(users[-1]))
+        return Page(users, self._tokens.after(users[-1], query), query)
 
     def shorten(self, page: Page, count: int) -> Page:
         """The first ``count`` users of ``page``, with a token that resumes after them.
@@ -189,3 +285,8 @@ class UserDirectory:
             # missing user is still NOT_FOUND: let the store decide which.
             return _NEVER_ISSUED_VERSION
         return version
+
+
+def _check_batch_size(field: str, count: int) -> None:
+    if count > MAX_BATCH:
+        raise InvalidField(field, f"at most {MAX_BATCH} per call, not {count}")

@@ -12,6 +12,9 @@ from __future__ import annotations
 class PeopleError(Exception):
     """Base of every error people raises on purpose."""
 
+    #: In a batch call, the entry (counted from 0) the error is about; None otherwise.
+    index: int | None = None
+
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
@@ -33,21 +36,53 @@ class UserNotFound(PeopleError):
         self.user_id = user_id
 
 
-class EmailAlreadyExists(PeopleError):
-    """Another user already has this email (compared case-insensitively)."""
+class EmailNotFound(UserNotFound):
+    """No user has this email (a lookup by email, which answers NOT_FOUND like a lookup by id)."""
 
     def __init__(self, email: str) -> None:
-        super().__init__(f"a user with email {email!r} already exists")
+        super().__init__("")
+        self.message = f"no user has the email {email!r}"
+        self.args = (self.message,)
         self.email = email
 
 
+class EmailAlreadyExists(PeopleError):
+    """Another user already has this email (compared case-insensitively).
+
+    In a batch, ``index`` names the entry as ``requests[i]`` at the start of the
+    message, and ``reason`` may say more (which earlier entry has the email).
+    """
+
+    def __init__(self, email: str, *, index: int | None = None, reason: str = "") -> None:
+        message = f"a user with email {email!r} already exists"
+        if index is not None:
+            message = f"requests[{index}]: {message}"
+        super().__init__(f"{message} ({reason})" if reason else message)
+        self.email = email
+        self.index = index
+
+
 class InvalidField(PeopleError):
-    """A field of a request breaks a rule; ``field`` names it, ``reason`` says why."""
+    """A field of a request breaks a rule; ``field`` names it, ``reason`` says why.
+
+    In a batch the field names the entry: ``requests[3].email``, ``ids[0]``;
+    ``index`` is then that entry's number.
+    """
 
     def __init__(self, field: str, reason: str) -> None:
         super().__init__(f"invalid {field}: {reason}")
         self.field = field
         self.reason = reason
+        self.index = entry_index(field)
+
+
+def entry_index(field: str) -> int | None:
+    """The entry number a batch field such as ``requests[3].email`` names; None for others."""
+    _, bracket, rest = field.partition("[")
+    number, closing, _ = rest.partition("]")
+    if bracket and closing and number.isascii() and number.isdigit():
+        return int(number)
+    return None
 
 
 class StaleVersion(PeopleError):

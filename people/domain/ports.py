@@ -7,15 +7,18 @@ edge, so no driver exception ever reaches the directory.
 
 from __future__ import annotations
 
-from collections.abc import Hashable
-from datetime import datetime
+from collections.abc import Hashable, Sequence
 from typing import Protocol
 
 from people.domain.model import User
+from people.domain.query import DEFAULT_QUERY, Query, SortValue
 
-#: Where a page ends: the (create_time, id) of its last user. Users are ordered
-#: by this pair, which never changes once a user exists, so paging is stable.
-Cursor = tuple[datetime, str]
+#: Where a page ends: the sort key of its last user (its create_time in the
+#: default order; see Query.sort_key) and its id. Users are ordered by this
+#: pair, and the id breaks ties, so paging is stable.
+Cursor = tuple[SortValue, str]
+#: Most users one add_many or get_many call takes.
+MAX_BATCH = 1000
 
 
 class UserStore(Protocol):
@@ -32,12 +35,31 @@ class UserStore(Protocol):
         """Store a new user. Raises EmailAlreadyExists if its email key is taken."""
         ...
 
+    async def add_many(self, users: Sequence[User]) -> None:
+        """Store new users in one transaction: all of them, or none.
+
+        Raises:
+            EmailAlreadyExists: the first user (in ``users``' order) whose email
+                key is taken, in the store or by an earlier user of ``users``;
+                nothing was stored.
+        """
+        ...
+
     async def get(self, user_id: str) -> User:
         """Return one user. Raises UserNotFound."""
         ...
 
-    async def list_page(self, *, after: Cursor | None, limit: int) -> list[User]:
-        """Return up to ``limit`` users in creation order, starting after ``after``."""
+    async def get_many(self, user_ids: Sequence[str]) -> list[User]:
+        """Return the users with these ids that exist, in no particular order."""
+        ...
+
+    async def list_page(
+        self, *, after: Cursor | None, limit: int, query: Query = DEFAULT_QUERY
+    ) -> list[User]:
+        """Return up to ``limit`` users ``query`` matches, in its order, starting after ``after``.
+
+        ``after`` is ``query.sort_key`` of the last user of the previous page.
+        """
         ...
 
     async def replace(self, user: User, *, expected_version: int) -> None:

@@ -9,12 +9,13 @@ of either concern.
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import Awaitable, Callable, Hashable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from typing import TypeVar
 
 from people.domain.model import User
 from people.domain.ports import Cursor, UserStore
+from people.domain.query import DEFAULT_QUERY, Query
 
 _T = TypeVar("_T")
 
@@ -56,11 +57,21 @@ class InstrumentedStore:
     async def add(self, user: User) -> None:
         await self._run("add", lambda: self._store.add(user))
 
+    async def add_many(self, users: Sequence[User]) -> None:
+        await self._run("add_many", lambda: self._store.add_many(users))
+
     async def get(self, user_id: str) -> User:
         return await self._run("get", lambda: self._store.get(user_id))
 
-    async def list_page(self, *, after: Cursor | None, limit: int) -> list[User]:
-        return await self._run("list_page", lambda: self._store.list_page(after=after, limit=limit))
+    async def get_many(self, user_ids: Sequence[str]) -> list[User]:
+        return await self._run("get_many", lambda: self._store.get_many(user_ids))
+
+    async def list_page(
+        self, *, after: Cursor | None, limit: int, query: Query = DEFAULT_QUERY
+    ) -> list[User]:
+        return await self._run(
+            "list_page", lambda: self._store.list_page(after=after, limit=limit, query=query)
+        )
 
     async def replace(self, user: User, *, expected_version: int) -> None:
         await self._run(

@@ -17,15 +17,16 @@ new ones on the next acquire, so once the database is back the same store works.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import asyncpg
 
 from people.domain.errors import (
+    EmailAlreadyExists,
     InvalidField,
     PeopleError,
     StaleVersion,
@@ -33,10 +34,38 @@ from people.domain.errors import (
 )
 from people.domain.model import User
 from people.domain.ports import Cursor
+from people.domain.query import DEFAULT_QUERY, Query
 from people.store.postgres_errors import PoolExhausted, backoff, is_conflict, retrying, translating
 from people.store.postgres_schema import migrate
+from people.store.sql_filter import Dialect, select_page
 
+_T = TypeVar("_T")
 _COLUMNS = "id, name, email, version, create_time, update_time"
+_INSERTED = (
+    "id, name, email, email_key, version, create_time, update_time, name_key, email_reversed"
+)
+#: Every row of a batch in one statement; a taken email skips its row, which
+#: add_many notices in the rows returned, and then rolls the whole batch back.
+_INSERT_MANY = (
+    f"INSERT INTO users ({_INSERTED}) SELECT * FROM unnest($1::text[], $2::text[],"
+    " $3::text[], $4::text[], $5::bigint[], $6::timestamptz[], $7::timestamptz[],"
+    " $8::text[], $9::text[]) ON CONFLICT (email_key) DO NOTHING RETURNING email_key"
+)
+#: How listing queries are spelled here (see people.store.sql_filter).
+DIALECT = Dialect(
+    columns={
+        "id": "id",
+        "name": "name_key",
+        "email": "email_key",
+        "email_reversed": "email_reversed",
+        "create_time": "create_time",
+        "update_time": "update_time",
+    },
+    placeholder=lambda number: f"${number}",
+    contains="strpos({column}, {value}) > 0",
+    ends_with="right({column}, {length}) = {value}",
+    time=lambda moment: moment,
+)
 
 DEFAULT_POOL_SIZE = 10
 #: Seconds to open one connection, and to wait for a free one from the pool.
@@ -134,16 +163,25 @@ class PostgresStore:
     async def add(self, user: User) -> None:
         with translating(email=user.email):
             await self._fetch(
-                "INSERT INTO users (id, name, email, email_key, version, create_time,"
-                " update_time) VALUES ($1, $2, $3, $4, $5, $6, $7)",
-                user.id,
-                user.name,
-                user.email,
-                user.email_key,
-                user.version,
-                user.create_time,
-                user.update_time,
+                f"INSERT INTO users ({_INSERTED}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                *_row(user),
             )
+
+    async def add_many(self, users: Sequence[User]) -> None:
+        if not users:
+            return
+        columns = [list(column) for column in zip(*(_row(user) for user in users), strict=True)]
+
+        async def insert(connection: Any) -> None:
+            async with connection.transaction():
+                rows = await connection.fetch(_INSERT_MANY, *columns)
+                if len(rows) < len(users):
+                    stored = {row["email_key"] for row in rows}
+                    # Raised inside the transaction, so nothing of the batch stays.
+                    raise EmailAlreadyExists(_first_skipped(users, stored).email)
+
+        with translating():
+            await self._retrying(insert)
 
     async def get(self, user_id: str) -> User:
         with translating():
@@ -152,20 +190,19 @@ class PostgresStore:
             raise UserNotFound(user_id)
         return _user(rows[0])
 
-    async def list_page(self, *, after: Cursor | None, limit: int) -> list[User]:
+    async def get_many(self, user_ids: Sequence[str]) -> list[User]:
         with translating():
-            if after is None:
-                rows = await self._fetch(
-                    f"SELECT {_COLUMNS} FROM users ORDER BY create_time, id LIMIT $1", limit
-                )
-            else:
-                rows = await self._fetch(
-                    f"SELECT {_COLUMNS} FROM users WHERE (create_time, id) > ($1, $2)"
-                    " ORDER BY create_time, id LIMIT $3",
-                    after[0],
-                    after[1],
-                    limit,
-                )
+            rows = await self._fetch(
+                f"SELECT {_COLUMNS} FROM users WHERE id = ANY($1::text[])", list(user_ids)
+            )
+        return [_user(row) for row in rows]
+
+    async def list_page(
+        self, *, after: Cursor | None, limit: int, query: Query = DEFAULT_QUERY
+    ) -> list[User]:
+        tail, params = select_page(DIALECT, query, after, limit)
+        with translating():
+            rows = await self._fetch(f"SELECT {_COLUMNS} FROM users {tail}", *params)
         return [_user(row) for row in rows]
 
     async def replace(self, user: User, *, expected_version: int) -> None:
@@ -174,7 +211,8 @@ class PostgresStore:
         with translating(email=user.email):
             (row,) = await self._fetch(
                 "WITH changed AS (UPDATE users SET name = $2, email = $3, email_key = $4,"
-                " version = $5, update_time = $6 WHERE id = $1 AND version = $7 RETURNING 1)"
+                " version = $5, update_time = $6, name_key = $8, email_reversed = $9"
+                " WHERE id = $1 AND version = $7 RETURNING 1)"
                 " SELECT (SELECT count(*) FROM changed) AS changed,"
                 " EXISTS (SELECT 1 FROM users WHERE id = $1) AS present",
                 user.id,
@@ -184,6 +222,8 @@ class PostgresStore:
                 user.version,
                 user.update_time,
                 expected_version,
+                user.name_key,
+                user.email_key[::-1],
             )
         _check_changed(row, user.id)
 
@@ -230,12 +270,21 @@ class PostgresStore:
         Each statement is its own transaction, so running it again is safe:
         the first run changed nothing.
         """
+
+        async def fetch(connection: Any) -> list[Mapping[str, Any]]:
+            rows: list[Mapping[str, Any]] = await connection.fetch(query, *args)
+            return rows
+
+        return await self._retrying(fetch)
+
+    async def _retrying(self, work: Callable[[Any], Awaitable[_T]]) -> _T:
+        """Run ``work`` (one transaction) on a pooled connection, again if it lost to a
+        concurrent one: the run that failed changed nothing."""
         attempt = 1
         while True:
             try:
                 async with self._connection() as connection:
-                    rows: list[Mapping[str, Any]] = await connection.fetch(query, *args)
-                return rows
+                    return await work(connection)
             except asyncpg.PostgresError as exc:
                 if not is_conflict(exc) or attempt >= self._conflict_attempts:
                     raise
@@ -273,6 +322,30 @@ def _check_changed(row: Mapping[str, Any], user_id: str) -> None:
     if not row["present"]:
         raise UserNotFound(user_id)
     raise StaleVersion(user_id)
+
+
+def _row(user: User) -> tuple[str, str, str, str, int, datetime, datetime, str, str]:
+    return (
+        user.id,
+        user.name,
+        user.email,
+        user.email_key,
+        user.version,
+        user.create_time,
+        user.update_time,
+        user.name_key,
+        user.email_key[::-1],
+    )
+
+
+def _first_skipped(users: Sequence[User], stored: set[str]) -> User:
+    """The first user whose row was not inserted: its email was taken before, or in the batch."""
+    seen: set[str] = set()
+    for user in users:
+        if user.email_key not in stored or user.email_key in seen:
+            return user
+        seen.add(user.email_key)
+    raise AssertionError("every row was inserted")
 
 
 def _user(row: Mapping[str, Any]) -> User:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,6 +22,8 @@ from typing import Self, TypeVar
 from people.domain.errors import PeopleError, StaleVersion, StoreUnavailable, UserNotFound
 from people.domain.model import User
 from people.domain.ports import Cursor
+from people.domain.query import DEFAULT_QUERY, Query
+from people.store.sql_filter import Dialect, select_page
 from people.store.sqlite_errors import translated
 from people.store.sqlite_schema import migrate
 from people.store.sqlite_writer import GroupWriter
@@ -29,6 +31,10 @@ from people.store.sqlite_writer import GroupWriter
 _T = TypeVar("_T")
 
 _COLUMNS = "id, name, email, version, create_time_us, update_time_us"
+_INSERT = (
+    "INSERT INTO users (id, name, email, email_key, version, create_time_us, update_time_us,"
+    " name_key, email_reversed) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
 READ_THREADS = 2
 #: How long a writer waits for another process's lock before giving up.
 BUSY_TIMEOUT_MS = 5000
@@ -91,13 +97,31 @@ class SQLiteStore:
 
     async def add(self, user: User) -> None:
         def insert(db: sqlite3.Connection) -> None:
-            db.execute(
-                "INSERT INTO users (id, name, email, email_key, version,"
-                " create_time_us, update_time_us) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                _row(user),
-            )
+            db.execute(_INSERT, _row(user))
 
         await self._write(insert, email=user.email)
+
+    async def add_many(self, users: Sequence[User]) -> None:
+        rows = [_row(user) for user in users]
+
+        def insert(db: sqlite3.Connection) -> None:
+            # Inside the writer's savepoint for this write: a failing row rolls
+            # back every row of the batch, and nothing else of the transaction.
+            db.execute("SAVEPOINT batch")
+            try:
+                db.executemany(_INSERT, rows)
+            except sqlite3.IntegrityError:
+                # executemany does not say which row failed: insert again one row
+                # at a time to name it (the writer then rolls the whole batch back).
+                db.execute("ROLLBACK TO batch")
+                for user, row in zip(users, rows, strict=True):
+                    try:
+                        db.execute(_INSERT, row)
+                    except sqlite3.IntegrityError as exc:
+                        raise translated(exc, email=user.email) from exc
+            db.execute("RELEASE batch")
+
+        await self._write(insert)
 
     async def get(self, user_id: str) -> User:
         def select(db: sqlite3.Connection) -> User:
@@ -108,20 +132,25 @@ class SQLiteStore:
 
         return await self._read(select)
 
-    async def list_page(self, *, after: Cursor | None, limit: int) -> list[User]:
+    async def get_many(self, user_ids: Sequence[str]) -> list[User]:
         def select(db: sqlite3.Connection) -> list[User]:
-            if after is None:
-                rows = db.execute(
-                    f"SELECT {_COLUMNS} FROM users ORDER BY create_time_us, id LIMIT ?",
-                    (limit,),
-                )
-            else:
-                rows = db.execute(
-                    f"SELECT {_COLUMNS} FROM users WHERE (create_time_us, id) > (?, ?)"
-                    " ORDER BY create_time_us, id LIMIT ?",
-                    (_micros(after[0]), after[1], limit),
-                )
+            marks = ", ".join("?" * len(user_ids))
+            rows = db.execute(f"SELECT {_COLUMNS} FROM users WHERE id IN ({marks})", user_ids)
             return [_user(row) for row in rows]
+
+        if not user_ids:
+            return []
+        return await self._read(select)
+
+    async def list_page(
+        self, *, after: Cursor | None, limit: int, query: Query = DEFAULT_QUERY
+    ) -> list[User]:
+        tail, params = select_page(DIALECT, query, after, limit)
+
+        def select(db: sqlite3.Connection) -> list[User]:
+            return [
+                _user(row) for row in db.execute(f"SELECT {_COLUMNS} FROM users {tail}", params)
+            ]
 
         return await self._read(select)
 
@@ -129,13 +158,16 @@ class SQLiteStore:
         def update(db: sqlite3.Connection) -> None:
             changed = db.execute(
                 "UPDATE users SET name = ?, email = ?, email_key = ?, version = ?,"
-                " update_time_us = ? WHERE id = ? AND version = ?",
+                " update_time_us = ?, name_key = ?, email_reversed = ?"
+                " WHERE id = ? AND version = ?",
                 (
                     user.name,
                     user.email,
                     user.email_key,
                     user.version,
                     _micros(user.update_time),
+                    user.name_key,
+                    user.email_key[::-1],
                     user.id,
                     expected_version,
                 ),
@@ -307,9 +339,24 @@ def _from_micros(micros: int) -> datetime:
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+#: How listing queries are spelled here (see people.store.sql_filter).
+DIALECT = Dialect(
+    columns={
+        "id": "id",
+        "name": "name_key",
+        "email": "email_key",
+        "email_reversed": "email_reversed",
+        "create_time": "create_time_us",
+        "update_time": "update_time_us",
+    },
+    placeholder=lambda _: "?",
+    contains="instr({column}, {value}) > 0",
+    ends_with="substr({column}, -{length}) = {value}",
+    time=_micros,
+)
 
 
-def _row(user: User) -> tuple[str, str, str, str, int, int, int]:
+def _row(user: User) -> tuple[str, str, str, str, int, int, int, str, str]:
     return (
         user.id,
         user.name,
@@ -318,6 +365,8 @@ def _row(user: User) -> tuple[str, str, str, str, int, int, int]:
         user.version,
         _micros(user.create_time),
         _micros(user.update_time),
+        user.name_key,
+        user.email_key[::-1],
     )
 
 

@@ -10,6 +10,7 @@ import secrets
 import sqlite3
 
 from people.domain.errors import StoreUnavailable
+from people.domain.model import name_key
 
 #: Migration ``n`` takes the schema from version ``n`` to ``n + 1`` (``PRAGMA user_version``).
 #: Only ever append: a released step never changes.
@@ -31,6 +32,19 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
         # Secrets made once per database, such as the key that signs page tokens.
         "CREATE TABLE secrets (name TEXT PRIMARY KEY, value BLOB NOT NULL)",
     ),
+    (
+        # Filters and orders (ListUsers): the folded name and the reversed email
+        # key, filled in for existing rows by people's own functions (SQLite's
+        # lower() folds ASCII only), and the indexes that serve exact names, name
+        # prefixes, email suffixes such as "*@acme.com", and every order.
+        "ALTER TABLE users ADD COLUMN name_key TEXT NOT NULL DEFAULT ''",
+        "ALTER TABLE users ADD COLUMN email_reversed TEXT NOT NULL DEFAULT ''",
+        "UPDATE users SET name_key = people_name_key(name),"
+        " email_reversed = people_reversed(email_key)",
+        "CREATE INDEX users_name_order ON users (name_key, id)",
+        "CREATE INDEX users_email_reversed ON users (email_reversed)",
+        "CREATE INDEX users_update_order ON users (update_time_us, id)",
+    ),
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 _SIGNING_KEY_ROW = "page_token_key"
@@ -42,6 +56,10 @@ def migrate(db: sqlite3.Connection) -> bytes:
     ``BEGIN IMMEDIATE`` takes the write lock first, so of several processes
     opening a new file at once one migrates and the others then find it done.
     """
+    # What the migrations compute in Python, so that stored keys match the ones
+    # the store writes for new users exactly.
+    db.create_function("people_name_key", 1, name_key, deterministic=True)
+    db.create_function("people_reversed", 1, _reversed, deterministic=True)
     db.execute("BEGIN IMMEDIATE")
     try:
         (version,) = db.execute("PRAGMA user_version").fetchone()
@@ -66,3 +84,7 @@ def migrate(db: sqlite3.Connection) -> bytes:
         db.rollback()
         raise
     return bytes(key)
+
+
+def _reversed(text: str) -> str:
+    return text[::-1]

@@ -4,6 +4,10 @@
 # This file has been @generated
 
 __all__ = (
+    "BatchCreateUsersRequest",
+    "BatchCreateUsersResponse",
+    "BatchGetUsersRequest",
+    "BatchGetUsersResponse",
     "CreateUserRequest",
     "CreateUserResponse",
     "Empty",
@@ -39,6 +43,97 @@ betterproto2.check_compiler_version(_COMPILER_VERSION)
 
 
 @dataclass(eq=False, repr=False)
+class BatchCreateUsersRequest(betterproto2.Message):
+    """
+    Added after the seed: several users created at once, atomically (AIP-233).
+    """
+
+    @betterproto2.staticproperty
+    @staticmethod
+    def DESCRIPTOR() -> Descriptor:
+        return PEOPLE_PROTO_DESCRIPTOR.message_types_by_name["BatchCreateUsersRequest"]
+
+    requests: "list[CreateUserRequest]" = betterproto2.field(
+        1, betterproto2.TYPE_MESSAGE, repeated=True
+    )
+    """
+    At most 1000 users, created all together or not at all.
+    """
+
+
+default_message_pool.register_message(
+    "people", "BatchCreateUsersRequest", BatchCreateUsersRequest
+)
+
+
+@dataclass(eq=False, repr=False)
+class BatchCreateUsersResponse(betterproto2.Message):
+    """
+    Added after the seed.
+    """
+
+    @betterproto2.staticproperty
+    @staticmethod
+    def DESCRIPTOR() -> Descriptor:
+        return PEOPLE_PROTO_DESCRIPTOR.message_types_by_name["BatchCreateUsersResponse"]
+
+    users: "list[User]" = betterproto2.field(
+        1, betterproto2.TYPE_MESSAGE, repeated=True
+    )
+    """
+    The users created, in the order of the requests.
+    """
+
+
+default_message_pool.register_message(
+    "people", "BatchCreateUsersResponse", BatchCreateUsersResponse
+)
+
+
+@dataclass(eq=False, repr=False)
+class BatchGetUsersRequest(betterproto2.Message):
+    """
+    Added after the seed: several users by id at once (AIP-231).
+    """
+
+    @betterproto2.staticproperty
+    @staticmethod
+    def DESCRIPTOR() -> Descriptor:
+        return PEOPLE_PROTO_DESCRIPTOR.message_types_by_name["BatchGetUsersRequest"]
+
+    ids: "list[str]" = betterproto2.field(1, betterproto2.TYPE_STRING, repeated=True)
+    """
+    At most 1000 ids; the answer holds their users in the same order.
+    """
+
+
+default_message_pool.register_message(
+    "people", "BatchGetUsersRequest", BatchGetUsersRequest
+)
+
+
+@dataclass(eq=False, repr=False)
+class BatchGetUsersResponse(betterproto2.Message):
+    """
+    Added after the seed.
+    """
+
+    @betterproto2.staticproperty
+    @staticmethod
+    def DESCRIPTOR() -> Descriptor:
+        return PEOPLE_PROTO_DESCRIPTOR.message_types_by_name["BatchGetUsersResponse"]
+
+    users: "list[User]" = betterproto2.field(
+        1, betterproto2.TYPE_MESSAGE, repeated=True
+    )
+
+
+default_message_pool.register_message(
+    "people", "BatchGetUsersResponse", BatchGetUsersResponse
+)
+
+
+@dataclass(eq=False, repr=False)
 class CreateUserRequest(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
@@ -64,6 +159,13 @@ class CreateUserResponse(betterproto2.Message):
 
     message: "str" = betterproto2.field(2, betterproto2.TYPE_STRING)
 
+    user: "User | None" = betterproto2.field(
+        3, betterproto2.TYPE_MESSAGE, optional=True
+    )
+    """
+    Added after the seed: the user as created, with its etag and timestamps.
+    """
+
 
 default_message_pool.register_message(
     "people", "CreateUserResponse", CreateUserResponse
@@ -86,7 +188,8 @@ default_message_pool.register_message("people", "Empty", Empty)
 @dataclass(eq=False, repr=False)
 class ListUsersRequest(betterproto2.Message):
     """
-    Added after the seed: one page of users in creation order (AIP-158).
+    Added after the seed: one page of users (AIP-158), in creation order unless
+    order_by says otherwise.
     """
 
     @betterproto2.staticproperty
@@ -101,7 +204,20 @@ class ListUsersRequest(betterproto2.Message):
 
     page_token: "str" = betterproto2.field(2, betterproto2.TYPE_STRING)
     """
-    Empty for the first page, else a next_page_token from an earlier call.
+    Empty for the first page, else a next_page_token from an earlier call
+    with the same filter and order_by.
+    """
+
+    filter: "str" = betterproto2.field(3, betterproto2.TYPE_STRING)
+    """
+    Added later: which users (AIP-160 subset), e.g. `email = "ada@example.com"`,
+    `name = "Ada*" AND create_time > "2024-01-01T00:00:00Z"`. Empty: every user.
+    """
+
+    order_by: "str" = betterproto2.field(4, betterproto2.TYPE_STRING)
+    """
+    Added later (AIP-132): create_time (the default), update_time, name or
+    email, optionally followed by " desc". Ties are broken by id.
     """
 
 
@@ -140,6 +256,14 @@ class UpdateUserResponse(betterproto2.Message):
         return PEOPLE_PROTO_DESCRIPTOR.message_types_by_name["UpdateUserResponse"]
 
     message: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
+
+    user: "User | None" = betterproto2.field(
+        2, betterproto2.TYPE_MESSAGE, optional=True
+    )
+    """
+    Added after the seed. UpdateUser: the user as updated, with its new etag
+    and update_time. DeleteUserById leaves it unset.
+    """
 
 
 default_message_pool.register_message(
@@ -342,7 +466,8 @@ class UserServiceStub(betterproto2_grpclib.ServiceStub):
         metadata: "MetadataLike | None" = None,
     ) -> "ListUsersResponse":
         """
-        Added after the seed: users a page at a time, for directories of any size.
+        Added after the seed: users a page at a time, for directories of any size,
+        optionally filtered and ordered.
         """
 
         return await self._unary_unary(
@@ -354,11 +479,56 @@ class UserServiceStub(betterproto2_grpclib.ServiceStub):
             metadata=metadata,
         )
 
+    async def batch_get_users(
+        self,
+        message: "BatchGetUsersRequest",
+        *,
+        timeout: "float | None" = None,
+        deadline: "Deadline | None" = None,
+        metadata: "MetadataLike | None" = None,
+    ) -> "BatchGetUsersResponse":
+        """
+        Added after the seed: up to 1000 users by id, in the order asked; any
+        missing id fails the whole call with NOT_FOUND naming it.
+        """
+
+        return await self._unary_unary(
+            "/people.UserService/BatchGetUsers",
+            message,
+            BatchGetUsersResponse,
+            timeout=timeout,
+            deadline=deadline,
+            metadata=metadata,
+        )
+
+    async def batch_create_users(
+        self,
+        message: "BatchCreateUsersRequest",
+        *,
+        timeout: "float | None" = None,
+        deadline: "Deadline | None" = None,
+        metadata: "MetadataLike | None" = None,
+    ) -> "BatchCreateUsersResponse":
+        """
+        Added after the seed: up to 1000 users in one transaction; an invalid or
+        taken entry fails the whole call (INVALID_ARGUMENT, ALREADY_EXISTS) naming
+        it as requests[i], and nothing is written.
+        """
+
+        return await self._unary_unary(
+            "/people.UserService/BatchCreateUsers",
+            message,
+            BatchCreateUsersResponse,
+            timeout=timeout,
+            deadline=deadline,
+            metadata=metadata,
+        )
+
 
 from ..google import protobuf as _google__protobuf__
 
 PEOPLE_PROTO_DESCRIPTOR = default_google_proto_descriptor_pool.AddSerializedFile(
-    b'\n\x0cpeople.proto\x12\x06people\x1a\x1fgoogle/protobuf/timestamp.proto"\xce\x01\n\x04User\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n\x04name\x18\x02 \x01(\tR\x04name\x12\x14\n\x05email\x18\x03 \x01(\tR\x05email\x12\x12\n\x04etag\x18\x04 \x01(\tR\x04etag\x12;\n\x0bcreate_time\x18\x05 \x01(\x0b2\x1a.google.protobuf.TimestampR\ncreateTime\x12;\n\x0bupdate_time\x18\x06 \x01(\x0b2\x1a.google.protobuf.TimestampR\nupdateTime",\n\x08UserList\x12 \n\x04user\x18\x01 \x03(\x0b2\x0c.people.UserR\x04user"\x07\n\x05Empty"=\n\x11CreateUserRequest\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n\x05email\x18\x02 \x01(\tR\x05email">\n\x12CreateUserResponse\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n\x07message\x18\x02 \x01(\tR\x07message"3\n\rUserIdRequest\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n\x04etag\x18\x02 \x01(\tR\x04etag".\n\x12UpdateUserResponse\x12\x18\n\x07message\x18\x01 \x01(\tR\x07message"N\n\x10ListUsersRequest\x12\x1b\n\tpage_size\x18\x01 \x01(\x05R\x08pageSize\x12\x1d\n\npage_token\x18\x02 \x01(\tR\tpageToken"_\n\x11ListUsersResponse\x12"\n\x05users\x18\x01 \x03(\x0b2\x0c.people.UserR\x05users\x12&\n\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken2\xf5\x02\n\x0bUserService\x12.\n\x0bGetAllUsers\x12\r.people.Empty\x1a\x10.people.UserList\x12C\n\nCreateUser\x12\x19.people.CreateUserRequest\x1a\x1a.people.CreateUserResponse\x122\n\x0bGetUserById\x12\x15.people.UserIdRequest\x1a\x0c.people.User\x126\n\nUpdateUser\x12\x0c.people.User\x1a\x1a.people.UpdateUserResponse\x12C\n\x0eDeleteUserById\x12\x15.people.UserIdRequest\x1a\x1a.people.UpdateUserResponse\x12@\n\tListUsers\x12\x18.people.ListUsersRequest\x1a\x19.people.ListUsersResponseb\x06proto3'
+    b'\n\x0cpeople.proto\x12\x06people\x1a\x1fgoogle/protobuf/timestamp.proto"\xce\x01\n\x04User\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n\x04name\x18\x02 \x01(\tR\x04name\x12\x14\n\x05email\x18\x03 \x01(\tR\x05email\x12\x12\n\x04etag\x18\x04 \x01(\tR\x04etag\x12;\n\x0bcreate_time\x18\x05 \x01(\x0b2\x1a.google.protobuf.TimestampR\ncreateTime\x12;\n\x0bupdate_time\x18\x06 \x01(\x0b2\x1a.google.protobuf.TimestampR\nupdateTime",\n\x08UserList\x12 \n\x04user\x18\x01 \x03(\x0b2\x0c.people.UserR\x04user"\x07\n\x05Empty"=\n\x11CreateUserRequest\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n\x05email\x18\x02 \x01(\tR\x05email"`\n\x12CreateUserResponse\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n\x07message\x18\x02 \x01(\tR\x07message\x12 \n\x04user\x18\x03 \x01(\x0b2\x0c.people.UserR\x04user"3\n\rUserIdRequest\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n\x04etag\x18\x02 \x01(\tR\x04etag"P\n\x12UpdateUserResponse\x12\x18\n\x07message\x18\x01 \x01(\tR\x07message\x12 \n\x04user\x18\x02 \x01(\x0b2\x0c.people.UserR\x04user"\x81\x01\n\x10ListUsersRequest\x12\x1b\n\tpage_size\x18\x01 \x01(\x05R\x08pageSize\x12\x1d\n\npage_token\x18\x02 \x01(\tR\tpageToken\x12\x16\n\x06filter\x18\x03 \x01(\tR\x06filter\x12\x19\n\x08order_by\x18\x04 \x01(\tR\x07orderBy"_\n\x11ListUsersResponse\x12"\n\x05users\x18\x01 \x03(\x0b2\x0c.people.UserR\x05users\x12&\n\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken"(\n\x14BatchGetUsersRequest\x12\x10\n\x03ids\x18\x01 \x03(\tR\x03ids";\n\x15BatchGetUsersResponse\x12"\n\x05users\x18\x01 \x03(\x0b2\x0c.people.UserR\x05users"P\n\x17BatchCreateUsersRequest\x125\n\x08requests\x18\x01 \x03(\x0b2\x19.people.CreateUserRequestR\x08requests">\n\x18BatchCreateUsersResponse\x12"\n\x05users\x18\x01 \x03(\x0b2\x0c.people.UserR\x05users2\x9a\x04\n\x0bUserService\x12.\n\x0bGetAllUsers\x12\r.people.Empty\x1a\x10.people.UserList\x12C\n\nCreateUser\x12\x19.people.CreateUserRequest\x1a\x1a.people.CreateUserResponse\x122\n\x0bGetUserById\x12\x15.people.UserIdRequest\x1a\x0c.people.User\x126\n\nUpdateUser\x12\x0c.people.User\x1a\x1a.people.UpdateUserResponse\x12C\n\x0eDeleteUserById\x12\x15.people.UserIdRequest\x1a\x1a.people.UpdateUserResponse\x12@\n\tListUsers\x12\x18.people.ListUsersRequest\x1a\x19.people.ListUsersResponse\x12L\n\rBatchGetUsers\x12\x1c.people.BatchGetUsersRequest\x1a\x1d.people.BatchGetUsersResponse\x12U\n\x10BatchCreateUsers\x12\x1f.people.BatchCreateUsersRequest\x1a .people.BatchCreateUsersResponseb\x06proto3'
 )
 
 
@@ -401,7 +571,29 @@ class UserServiceBase(betterproto2_grpclib.ServiceBase):
 
     async def list_users(self, message: "ListUsersRequest") -> "ListUsersResponse":
         """
-        Added after the seed: users a page at a time, for directories of any size.
+        Added after the seed: users a page at a time, for directories of any size,
+        optionally filtered and ordered.
+        """
+
+        raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
+
+    async def batch_get_users(
+        self, message: "BatchGetUsersRequest"
+    ) -> "BatchGetUsersResponse":
+        """
+        Added after the seed: up to 1000 users by id, in the order asked; any
+        missing id fails the whole call with NOT_FOUND naming it.
+        """
+
+        raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
+
+    async def batch_create_users(
+        self, message: "BatchCreateUsersRequest"
+    ) -> "BatchCreateUsersResponse":
+        """
+        Added after the seed: up to 1000 users in one transaction; an invalid or
+        taken entry fails the whole call (INVALID_ARGUMENT, ALREADY_EXISTS) naming
+        it as requests[i], and nothing is written.
         """
 
         raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
@@ -454,6 +646,24 @@ class UserServiceBase(betterproto2_grpclib.ServiceBase):
         response = await self.list_users(request)
         await stream.send_message(response)
 
+    async def __rpc_batch_get_users(
+        self,
+        stream: "grpclib.server.Stream[BatchGetUsersRequest, BatchGetUsersResponse]",
+    ) -> None:
+        request = await stream.recv_message()
+        assert request is not None
+        response = await self.batch_get_users(request)
+        await stream.send_message(response)
+
+    async def __rpc_batch_create_users(
+        self,
+        stream: "grpclib.server.Stream[BatchCreateUsersRequest, BatchCreateUsersResponse]",
+    ) -> None:
+        request = await stream.recv_message()
+        assert request is not None
+        response = await self.batch_create_users(request)
+        await stream.send_message(response)
+
     def __mapping__(self) -> "dict[str, grpclib.const.Handler]":
         return {
             "/people.UserService/GetAllUsers": grpclib.const.Handler(
@@ -491,5 +701,17 @@ class UserServiceBase(betterproto2_grpclib.ServiceBase):
                 grpclib.const.Cardinality.UNARY_UNARY,
                 ListUsersRequest,
                 ListUsersResponse,
+            ),
+            "/people.UserService/BatchGetUsers": grpclib.const.Handler(
+                self.__rpc_batch_get_users,
+                grpclib.const.Cardinality.UNARY_UNARY,
+                BatchGetUsersRequest,
+                BatchGetUsersResponse,
+            ),
+            "/people.UserService/BatchCreateUsers": grpclib.const.Handler(
+                self.__rpc_batch_create_users,
+                grpclib.const.Cardinality.UNARY_UNARY,
+                BatchCreateUsersRequest,
+                BatchCreateUsersResponse,
             ),
         }
