@@ -4,7 +4,7 @@ With ``--metrics-address HOST:PORT`` the server serves ``/metrics`` over HTTP.
 The runtime's metrics (:mod:`people.rpc.metrics`: go-grpc-prometheus names,
 connections, calls in flight and queued, refusals) come with people's own:
 read-cache hits and misses, store operation latency by operation and store,
-the number of users, and build information.
+and build information.
 
 One process registers its metrics in a registry of its own and serves it from
 a thread. Under ``--workers N`` the parent points ``PROMETHEUS_MULTIPROC_DIR``
@@ -66,12 +66,6 @@ class PeopleMetrics:
             buckets=STORE_BUCKETS,
             registry=registry,
         )
-        self._users = Gauge(
-            "people_users",
-            "Users in the store, as last read from it.",
-            registry=registry,
-            multiprocess_mode="max",
-        )
         info = Gauge(
             "people_build_info",
             "Always 1; the labels say which people, Python and store run.",
@@ -88,10 +82,6 @@ class PeopleMetrics:
     def store_operation(self, operation: str, seconds: float) -> None:
         """Record how long one store operation took."""
         self._store_seconds.labels(operation, self._store).observe(seconds)
-
-    def users(self, count: int) -> None:
-        """Record the number of users the store holds."""
-        self._users.set(count)
 
 
 class WorkerMetrics:
