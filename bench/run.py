@@ -6,6 +6,13 @@ hits both alike. Fixed-body calls are driven by h2load (C, so the client costs
 little CPU); CreateUser, whose bodies must differ, by grpcio in several
 processes. Each figure is the median over rounds; ratios are people / seed.
 
+With two or more CPUs the servers are pinned to CPU 0 (one core is the seed's
+best: its thread pool gains nothing from a second under the GIL) and everything
+that generates load to CPU 1, so a server never competes with its own load.
+`--variant NAME=FLAGS` adds another `people serve` with extra flags to the same
+run, for the cost of a feature (`--variant "metrics=--metrics-address
+127.0.0.1:{port}"`; `{port}` becomes a free port).
+
 Run it with `nox -s bench` (or `python bench/run.py --help`).
 """
 
@@ -116,8 +123,21 @@ def wait_ready(port: int, timeout: float = 30) -> None:
         grpc.channel_ready_future(channel).result(timeout=timeout)
 
 
+#: The CPU servers run on, and the CPUs load generators run on, when pinned.
+SERVER_CPUS = {0}
+LOAD_CPUS = {1}
+
+
+def pin(process: subprocess.Popen[bytes], cpus: set[int] | None) -> None:
+    """Keep ``process`` (and the workers it starts later) on ``cpus``; None leaves it free."""
+    if cpus is not None:
+        os.sched_setaffinity(process.pid, cpus)
+
+
 @contextlib.contextmanager
-def seed_server(build: Path) -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
+def seed_server(
+    build: Path, cpus: set[int] | None
+) -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
     port = free_port()
     process = subprocess.Popen(
         [sys.executable, "seed_server.py"],
@@ -126,6 +146,7 @@ def seed_server(build: Path) -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+    pin(process, cpus)
     try:
         wait_ready(port)
         yield port, process
@@ -136,7 +157,7 @@ def seed_server(build: Path) -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
 
 @contextlib.contextmanager
 def people_server(
-    database: Path, extra: list[str]
+    database: Path, extra: list[str], cpus: set[int] | None = None
 ) -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
     port = free_port()
     people = Path(sys.executable).parent / "people"
@@ -154,6 +175,7 @@ def people_server(
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+    pin(process, cpus)
     try:
         wait_ready(port)
         yield port, process
@@ -369,7 +391,8 @@ def measure(
     )
 
 
-def summarise(results: list[Measurement]) -> list[dict[str, Any]]:
+def summarise(results: list[Measurement], servers: list[str]) -> list[dict[str, Any]]:
+    """Medians per scenario, concurrency and server; each people server's ratio to the seed."""
     rows: list[dict[str, Any]] = []
     keys = sorted(
         {(m.scenario, m.connections) for m in results},
@@ -377,7 +400,7 @@ def summarise(results: list[Measurement]) -> list[dict[str, Any]]:
     )
     for scenario, connections in keys:
         row: dict[str, Any] = {"scenario": scenario, "connections": connections}
-        for server in ("seed", "people"):
+        for server in servers:
             runs = [
                 m
                 for m in results
@@ -392,34 +415,36 @@ def summarise(results: list[Measurement]) -> list[dict[str, Any]]:
                 "cpu_us_per_call": statistics.median(m.cpu_us_per_call for m in runs),
                 "failures": sum(m.failures for m in runs),
             }
-        if "seed" in row and "people" in row:
-            row["ratio"] = row["people"]["rps"] / row["seed"]["rps"]
+            if server != "seed" and "seed" in row:
+                row[server]["ratio"] = row[server]["rps"] / row["seed"]["rps"]
         rows.append(row)
     return rows
 
 
-def print_table(rows: list[dict[str, Any]]) -> None:
-    header = (
-        f"{'scenario':<21} {'conns':>5} | {'seed req/s':>10} {'p50':>7} {'p99':>7} "
-        f"{'cpu/call':>8} | {'people req/s':>12} {'p50':>7} {'p99':>7} {'cpu/call':>8} "
-        f"| {'ratio':>5}"
-    )
+def print_table(rows: list[dict[str, Any]], servers: list[str]) -> None:
+    """One line per scenario and concurrency: each server's req/s, latency, CPU and ratio."""
+    header = f"{'scenario':<21} {'conns':>5}"
+    for server in servers:
+        header += f" | {server + ' req/s':>14} {'p50':>7} {'p99':>7} {'cpu/call':>8}"
+        if server != "seed":
+            header += f" {'ratio':>5}"
     print(header)
     print("-" * len(header))
     for row in rows:
-        cells = [f"{row['scenario']:<21} {row['connections']:>5}"]
-        for server, width in (("seed", 10), ("people", 12)):
+        line = f"{row['scenario']:<21} {row['connections']:>5}"
+        for server in servers:
             data = row.get(server)
             if data is None:
-                cells.append(f"{'-':>{width}} {'':>7} {'':>7} {'':>8}")
+                line += f" | {'-':>14} {'':>7} {'':>7} {'':>8}"
             else:
-                cells.append(
-                    f"{data['rps']:>{width}.0f} {data['p50_ms']:>6.2f}m {data['p99_ms']:>6.2f}m "
-                    f"{data['cpu_us_per_call']:>6.0f}us"
+                line += (
+                    f" | {data['rps']:>14.0f} {data['p50_ms']:>6.2f}m {data['p99_ms']:>6.2f}m"
+                    f" {data['cpu_us_per_call']:>6.0f}us"
                 )
-        ratio = row.get("ratio")
-        cells.append(f"{ratio:>5.2f}" if ratio is not None else f"{'-':>5}")
-        print(" | ".join(cells))
+            if server != "seed":
+                ratio = (data or {}).get("ratio")
+                line += f" {ratio:>5.2f}" if ratio is not None else f" {'-':>5}"
+        print(line)
 
 
 def measure_imports(args: argparse.Namespace) -> list[float]:
@@ -454,12 +479,35 @@ def main() -> int:
         "--import-lines", type=int, default=100_000, help="CSV lines of the Import scenario"
     )
     parser.add_argument("--people-args", default="", help="extra `people serve` flags")
+    parser.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="NAME=FLAGS",
+        help="another `people serve` with these extra flags ({port}: a free port); repeatable",
+    )
+    parser.add_argument(
+        "--pin",
+        action=argparse.BooleanOptionalAction,
+        default=(os.cpu_count() or 1) >= 2,
+        help="servers on CPU 0, load on CPU 1 (default: with two or more CPUs)",
+    )
     parser.add_argument("--json", type=Path, default=Path("bench/results/latest.json"))
     args = parser.parse_args()
     if shutil.which("h2load") is None:
         print("bench: h2load not found; install Debian's nghttp2-client", file=sys.stderr)
         return 2
     connections = [int(c) for c in args.connections.split(",")]
+    server_cpus = SERVER_CPUS if args.pin else None
+    if args.pin:
+        os.sched_setaffinity(0, LOAD_CPUS)  # h2load and the client processes inherit it
+    people_flags = {"people": args.people_args.split()}
+    for variant in args.variant:
+        name, _, flags = variant.partition("=")
+        people_flags[name] = [
+            flag.replace("{port}", str(free_port()))
+            for flag in (args.people_args + " " + flags).split()
+        ]
     scenarios = [s for s in args.scenarios.split(",") if s]
     # The seed keeps users in a dict and can only be filled through its API;
     # past 10,000 users the million-user check measures people alone, and so
@@ -485,21 +533,24 @@ def main() -> int:
             return 0
     with contextlib.ExitStack() as stack:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory()))
-        database = tmp / "people.db"
-        prefilled = prefill_sqlite(database, args.users) if not with_seed else []
         servers: dict[str, tuple[int, int]] = {}
         ids: dict[str, str] = {}
-        port, process = stack.enter_context(people_server(database, args.people_args.split()))
-        servers["people"] = (port, process.pid)
-        people_ids = prefilled or load_users(port, args.users, pb2, pb2_grpc)
-        ids["people"] = people_ids[0]
-        distinct_bodies = {
-            "GetUserByIdDistinct": distinct.get_user_bodies(people_ids),
-            "ListUsersByEmail": distinct.email_bodies(args.users),
-            "ListUsersByNamePrefix": distinct.name_prefix_bodies(args.users),
-        }
+        distinct_bodies: dict[str, dict[str, list[bytes]]] = {}
+        for name, flags in people_flags.items():
+            # Each people server has a database of its own, filled the same way.
+            database = tmp / f"{name}.db"
+            prefilled = prefill_sqlite(database, args.users) if not with_seed else []
+            port, process = stack.enter_context(people_server(database, flags, server_cpus))
+            servers[name] = (port, process.pid)
+            people_ids = prefilled or load_users(port, args.users, pb2, pb2_grpc)
+            ids[name] = people_ids[0]
+            distinct_bodies[name] = {
+                "GetUserByIdDistinct": distinct.get_user_bodies(people_ids),
+                "ListUsersByEmail": distinct.email_bodies(args.users),
+                "ListUsersByNamePrefix": distinct.name_prefix_bodies(args.users),
+            }
         if with_seed:
-            port, process = stack.enter_context(seed_server(build))
+            port, process = stack.enter_context(seed_server(build, server_cpus))
             servers["seed"] = (port, process.pid)
             ids["seed"] = load_users(port, args.users, pb2, pb2_grpc)[0]
         for name, (port, _) in servers.items():
@@ -535,7 +586,7 @@ def main() -> int:
                             args,
                             bodies,
                             build,
-                            distinct_bodies,
+                            distinct_bodies.get(name, {}),
                         )
                         results.append(m)
                         print(
@@ -545,13 +596,17 @@ def main() -> int:
                             flush=True,
                         )
         memory = {name: rss_mib(pid) for name, (_, pid) in servers.items()}
-    rows = summarise(results)
+    names = sorted(servers, key=lambda name: name != "seed")  # the seed first
+    rows = summarise(results, names)
     print()
     print(
         f"users stored: {args.users}; {args.rounds} rounds x {args.duration:g}s; "
-        f"people args: {args.people_args or '(none)'}"
+        f"pinned: {'servers CPU 0, load CPU 1' if args.pin else 'no'}; "
+        + "; ".join(
+            f"{name}: {' '.join(flags) or '(defaults)'}" for name, flags in people_flags.items()
+        )
     )
-    print_table(rows)
+    print_table(rows, names)
     print("peak RSS MiB: " + ", ".join(f"{k} {v:.0f}" for k, v in memory.items()))
     if imports:
         print(
@@ -568,6 +623,8 @@ def main() -> int:
                 "rounds": args.rounds,
                 "duration": args.duration,
                 "people_args": args.people_args,
+                "variants": people_flags,
+                "pinned": args.pin,
                 "rss_mib": memory,
                 "summary": rows,
                 "import_seconds": imports,

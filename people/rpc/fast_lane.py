@@ -29,19 +29,19 @@ from grpclib.const import Status
 from grpclib.encoding.base import GRPC_CONTENT_TYPE
 from grpclib.exceptions import GRPCError
 from grpclib.metadata import Deadline, decode_metadata
-from h2.connection import H2Connection
 from h2.events import DataReceived, RequestReceived, StreamEnded
 from h2.events import Event as H2Event
 
 from people.rpc.auth import TokenAuth
+from people.rpc.internals import RefusingH2Connection
 from people.rpc.observe import CallObserver, CallRecord
 
 #: A service's synchronous answer to a request message, or None to take the normal path.
 FastHandler = Callable[[bytes], "bytes | None"]
 
 _PREFIX = struct.Struct(">?I")
-_ANSWER_HEADERS = [(":status", "200"), ("content-type", f"{GRPC_CONTENT_TYPE}+proto")]
-_OK_TRAILERS = [("grpc-status", str(Status.OK.value))]
+_ANSWER_HEADERS = [(b":status", b"200"), (b"content-type", f"{GRPC_CONTENT_TYPE}+proto".encode())]
+_OK_TRAILERS = [(b"grpc-status", str(Status.OK.value).encode())]
 _ACCEPTED_CONTENT_TYPES = frozenset({GRPC_CONTENT_TYPE, f"{GRPC_CONTENT_TYPE}+proto"})
 
 
@@ -107,7 +107,12 @@ class FastLane:
         return complete
 
     def answer(
-        self, h2: H2Connection, request: RequestReceived, body: bytes, flow: int, peer: Any
+        self,
+        h2: RefusingH2Connection,
+        request: RequestReceived,
+        body: bytes,
+        flow: int,
+        peer: Any,
     ) -> bool:
         """Answer ``request`` now if everything allows; False leaves it to the normal path."""
         headers: list[tuple[str, str]] = request.headers  # type: ignore[assignment] # h2 gives str with ascii header encoding
@@ -125,12 +130,13 @@ class FastLane:
         compressed, length = _PREFIX.unpack_from(body)
         if compressed or length != len(body) - _PREFIX.size or length > self._max:
             return False
-        try:
-            deadline = Deadline.from_headers(headers)
-        except ValueError:
-            return False
-        if deadline is not None and not deadline.time_remaining():
-            return False
+        if "grpc-timeout" in found:
+            try:
+                deadline = Deadline.from_headers(headers)
+            except ValueError:
+                return False
+            if deadline is not None and not deadline.time_remaining():
+                return False
         metadata = decode_metadata(headers)
         caller = None
         auth = self._auth()
@@ -145,13 +151,12 @@ class FastLane:
             return False
         message = _PREFIX.pack(False, len(answer)) + answer
         stream_id = request.stream_id
-        if len(message) > min(h2.local_flow_control_window(stream_id), h2.max_outbound_frame_size):
+        if not h2.send_unary_answer(stream_id, _ANSWER_HEADERS, message, _OK_TRAILERS):
             return False
         if flow:
+            # After the answer, as the normal path does: the stream is closed by
+            # then, so only the connection's window is given back.
             h2.acknowledge_received_data(flow, stream_id)
-        h2.send_headers(stream_id, _ANSWER_HEADERS)
-        h2.send_data(stream_id, message)
-        h2.send_headers(stream_id, _OK_TRAILERS, end_stream=True)
         record = CallRecord(
             method=path,
             peer=peer,

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 
 import h2.connection
+import h2.stream
 import hpack.hpack
 import hpack.table
 from grpclib.events import _DispatchServerEvents
@@ -135,6 +136,11 @@ RELIED_ON: dict[type, tuple[str, ...]] = {
         "_stream_is_closed_by_end",
         "_prepare_for_sending",
         "_handle_data_on_closed_stream",
+        "_data_to_send",
+        "state_machine",
+        "outbound_flow_control_window",
+        "local_flow_control_window",
+        "max_outbound_frame_size",
         "encoder",
         "decoder",
         "open_inbound_streams",
@@ -147,6 +153,9 @@ RELIED_ON: dict[type, tuple[str, ...]] = {
         "MAX_CLOSED_STREAMS",
         "DEFAULT_MAX_HEADER_LIST_SIZE",
     ),
+    h2.stream.H2Stream: ("state_machine", "outbound_flow_control_window"),
+    h2.connection.ConnectionInputs: ("SEND_HEADERS", "SEND_DATA"),
+    h2.stream.StreamInputs: ("SEND_HEADERS", "SEND_DATA", "SEND_END_STREAM"),
     hpack.hpack.Decoder: ("header_table", "decode", "max_header_list_size"),
     hpack.hpack.Encoder: ("header_table", "encode"),
     hpack.table.HeaderTable: ("add", "maxsize", "resized"),

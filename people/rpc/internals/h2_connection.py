@@ -6,13 +6,21 @@ from typing import Any
 
 import h2.connection
 from h2.config import DummyLogger, H2Configuration
+from h2.connection import ConnectionInputs
 from h2.errors import ErrorCodes
 from h2.events import Event as H2Event
 from h2.exceptions import StreamClosedError, StreamIDTooLowError
 from h2.settings import SettingCodes, Settings
+from h2.stream import StreamInputs
 from hyperframe.frame import DataFrame, HeadersFrame, RstStreamFrame
 
 from people.rpc.internals.hpack_caches import CachingDecoder, CachingEncoder
+
+#: Frame type and flags bytes (RFC 9113 §6.1, §6.2): DATA without flags; HEADERS with
+#: END_HEADERS, and with END_HEADERS and END_STREAM.
+_DATA = b"\x00\x00"
+_HEADERS_END_HEADERS = b"\x01\x04"
+_HEADERS_END_STREAM = b"\x01\x05"
 
 
 class RefusingH2Connection(h2.connection.H2Connection):
@@ -104,6 +112,54 @@ class RefusingH2Connection(h2.connection.H2Connection):
         else:
             self._prepare_for_sending(frames)
         return events
+
+    def send_unary_answer(
+        self,
+        stream_id: int,
+        headers: list[tuple[bytes, bytes]],
+        message: bytes,
+        trailers: list[tuple[bytes, bytes]],
+    ) -> bool:
+        """Answer an open stream with HEADERS, one DATA frame and trailers that end it.
+
+        The same frames and the same state as ``send_headers``, ``send_data`` and
+        ``send_headers(end_stream=True)`` (``tests/test_h2_connection.py`` compares
+        the two), without h2's per-call header normalisation and validation and its
+        frame objects: ``headers`` and ``trailers`` must already be lower-case, valid
+        and plain (never-indexed values go through h2's own API). False, and
+        nothing sent, if ``message`` does not fit the flow-control windows or one
+        frame.
+        """
+        size = len(message)
+        if size > self.local_flow_control_window(stream_id) or size > self.max_outbound_frame_size:
+            return False
+        stream = self.streams[stream_id]
+        connection, machine = self.state_machine, stream.state_machine
+        connection.process_input(ConnectionInputs.SEND_HEADERS)
+        machine.process_input(StreamInputs.SEND_HEADERS)
+        block = self.encoder.encode(headers)
+        connection.process_input(ConnectionInputs.SEND_DATA)
+        machine.process_input(StreamInputs.SEND_DATA)
+        stream.outbound_flow_control_window -= size
+        self.outbound_flow_control_window -= size
+        connection.process_input(ConnectionInputs.SEND_HEADERS)
+        machine.process_input(StreamInputs.SEND_HEADERS)
+        machine.process_input(StreamInputs.SEND_END_STREAM)
+        trailer_block = self.encoder.encode(trailers)
+        # Header blocks this small always fit one frame (the minimum frame size is 16 KiB).
+        assert max(len(block), len(trailer_block)) <= self.max_outbound_frame_size
+        tail = stream_id.to_bytes(4, "big")
+        self._data_to_send += b"".join(
+            (
+                len(block).to_bytes(3, "big") + _HEADERS_END_HEADERS + tail,
+                block,
+                size.to_bytes(3, "big") + _DATA + tail,
+                message,
+                len(trailer_block).to_bytes(3, "big") + _HEADERS_END_STREAM + tail,
+                trailer_block,
+            )
+        )
+        return True
 
     def _handle_data_on_closed_stream(
         self, events: list[H2Event], exc: StreamClosedError, frame: DataFrame
