@@ -1,4 +1,4 @@
-"""RefusingH2Connection.send_unary_answer sends what h2's own API sends, and keeps h2's state alike."""
+"""send_unary_answer sends what h2's own API sends, and leaves h2's state as that API does."""
 
 from __future__ import annotations
 

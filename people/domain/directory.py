@@ -7,13 +7,13 @@ No gRPC and no SQL here: requests arrive as plain strings, results leave as
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator, Callable, Hashable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from people.domain.errors import EmailAlreadyExists, InvalidField, StaleVersion, UserNotFound
 from people.domain.filtering import parse_query
+from people.domain.ids import new_user_id
 from people.domain.model import (
     User,
     check_id,
@@ -39,10 +39,6 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def _new_id() -> str:
-    return str(uuid.uuid4())
-
-
 class UserDirectory:
     """Create, read, list, update and delete users, enforcing the field rules.
 
@@ -57,7 +53,7 @@ class UserDirectory:
         store: UserStore,
         *,
         clock: Callable[[], datetime] = _now,
-        new_id: Callable[[], str] = _new_id,
+        new_id: Callable[[], str] = new_user_id,
     ) -> None:
         self._store = store
         self._clock = clock
