@@ -114,8 +114,10 @@ class GrpcMetrics(NullObserver):
             ("reason",),
             registry=registry,
         )
-        # Labelled children, made once per method: .labels() costs more than .inc().
+        # Labelled children, made once per method (and code): .labels() costs four
+        # times what .inc() does, and these run on every call.
         self._children: dict[tuple[str, str], tuple[Any, Any, Any, Any]] = {}
+        self._handled_children: dict[tuple[str, str, Status], Any] = {}
 
     def _for(self, record: CallRecord) -> tuple[Any, Any, Any, Any]:
         assert record.grpc_type is not None
@@ -143,8 +145,14 @@ class GrpcMetrics(NullObserver):
             return
         self._in_flight.dec()
         _, handling, received, sent = self._for(record)
-        labels = (record.grpc_type, *record.service_and_method)
-        self._handled.labels(*labels, grpc_code_name(record.final_status)).inc()
+        assert record.grpc_type is not None
+        status = record.final_status
+        key = (record.grpc_type, record.method, status)
+        handled = self._handled_children.get(key)
+        if handled is None:
+            labels = (record.grpc_type, *record.service_and_method, grpc_code_name(status))
+            handled = self._handled_children[key] = self._handled.labels(*labels)
+        handled.inc()
         handling.observe(time.monotonic() - record.start)
         if record.received:
             received.inc(record.received)
