@@ -43,6 +43,8 @@ class Pair:
         ]
         for server in self.servers:
             server.initiate_connection()
+        # Room on the connection for several large answers (each stream has its own).
+        self.client.increment_flow_control_window(2**20)
         self.exchange()
 
     def exchange(self) -> None:
@@ -80,17 +82,19 @@ def state(server: H2Connection, stream_id: int) -> tuple[object, ...]:
 
 
 class TestSameAsH2:
-    @pytest.mark.parametrize("size", [0, 1, 100, 16384])
+    @pytest.mark.parametrize("size", [0, 1, 100, 16384, 16385, 50000])
     def test_same_bytes_and_state(self, size: int) -> None:
-        """Three answers in a row (HPACK indexing the second and third) give the same
-        bytes and the same stream, window and HPACK state as h2's send_headers/send_data."""
+        """Three answers in a row (HPACK indexing the second and third), in one DATA frame or
+        several, give the same bytes and stream, window and HPACK state as h2's own API."""
         pair = Pair()
         through_h2, direct = pair.servers
         for call in range(3):
             stream_id = pair.request(b"\x00\x00\x00\x00\x00")
             message = bytes([call]) * size
             through_h2.send_headers(stream_id, HEADERS)
-            through_h2.send_data(stream_id, message)
+            frame_size = through_h2.max_outbound_frame_size
+            for start in range(0, size, frame_size) if size else (0,):
+                through_h2.send_data(stream_id, message[start : start + frame_size])
             through_h2.send_headers(stream_id, TRAILERS, end_stream=True)
             assert direct.send_unary_answer(
                 stream_id, as_bytes(HEADERS), message, as_bytes(TRAILERS)

@@ -120,45 +120,42 @@ class RefusingH2Connection(h2.connection.H2Connection):
         message: bytes,
         trailers: list[tuple[bytes, bytes]],
     ) -> bool:
-        """Answer an open stream with HEADERS, one DATA frame and trailers that end it.
+        """Answer an open stream with HEADERS, ``message`` in DATA frames, and trailers ending it.
 
-        The same frames and the same state as ``send_headers``, ``send_data`` and
-        ``send_headers(end_stream=True)`` (``tests/test_h2_connection.py`` compares
-        the two), without h2's per-call header normalisation and validation and its
-        frame objects: ``headers`` and ``trailers`` must already be lower-case, valid
-        and plain (never-indexed values go through h2's own API). False, and
-        nothing sent, if ``message`` does not fit the flow-control windows or one
-        frame.
+        The same frames and the same state as ``send_headers``, then ``send_data``
+        once per frame-sized piece, then ``send_headers(end_stream=True)``
+        (``tests/test_h2_connection.py`` compares the two), without h2's per-call
+        header normalisation and validation and its frame objects: ``headers``
+        and ``trailers`` must already be lower-case, valid and plain
+        (never-indexed values go through h2's own API). False, and nothing sent,
+        if ``message`` does not fit the flow-control windows.
         """
         size = len(message)
-        if size > self.local_flow_control_window(stream_id) or size > self.max_outbound_frame_size:
+        if size > self.local_flow_control_window(stream_id):
             return False
         stream = self.streams[stream_id]
         connection, machine = self.state_machine, stream.state_machine
         connection.process_input(ConnectionInputs.SEND_HEADERS)
         machine.process_input(StreamInputs.SEND_HEADERS)
         block = self.encoder.encode(headers)
-        connection.process_input(ConnectionInputs.SEND_DATA)
-        machine.process_input(StreamInputs.SEND_DATA)
+        tail = stream_id.to_bytes(4, "big")
+        frame_size = self.max_outbound_frame_size
+        out = [len(block).to_bytes(3, "big") + _HEADERS_END_HEADERS + tail, block]
+        for start in range(0, size, frame_size) if size else (0,):
+            piece = message[start : start + frame_size]
+            connection.process_input(ConnectionInputs.SEND_DATA)
+            machine.process_input(StreamInputs.SEND_DATA)
+            out += (len(piece).to_bytes(3, "big") + _DATA + tail, piece)
         stream.outbound_flow_control_window -= size
         self.outbound_flow_control_window -= size
         connection.process_input(ConnectionInputs.SEND_HEADERS)
         machine.process_input(StreamInputs.SEND_HEADERS)
         machine.process_input(StreamInputs.SEND_END_STREAM)
         trailer_block = self.encoder.encode(trailers)
+        out += (len(trailer_block).to_bytes(3, "big") + _HEADERS_END_STREAM + tail, trailer_block)
         # Header blocks this small always fit one frame (the minimum frame size is 16 KiB).
-        assert max(len(block), len(trailer_block)) <= self.max_outbound_frame_size
-        tail = stream_id.to_bytes(4, "big")
-        self._data_to_send += b"".join(
-            (
-                len(block).to_bytes(3, "big") + _HEADERS_END_HEADERS + tail,
-                block,
-                size.to_bytes(3, "big") + _DATA + tail,
-                message,
-                len(trailer_block).to_bytes(3, "big") + _HEADERS_END_STREAM + tail,
-                trailer_block,
-            )
-        )
+        assert max(len(block), len(trailer_block)) <= frame_size
+        self._data_to_send += b"".join(out)
         return True
 
     def _handle_data_on_closed_stream(
