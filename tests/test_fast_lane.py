@@ -21,6 +21,7 @@ from people._gen.people import (
     UserIdRequest,
     UserServiceStub,
 )
+from people._gen.people import User as UserMessage
 from people.domain.model import User
 from people.domain.ports import UserStore
 from people.store.memory import MemoryStore
@@ -137,12 +138,13 @@ class TestTakingTheLane:
         assert server.answered == before + 1  # the unfiltered repeat only
 
     async def test_misses_and_failures_do_not(self) -> None:
-        """A first read, an unknown id and every write take the normal path."""
+        """A first read, an unknown id and writes other than CreateUser take the normal path."""
         async with warm() as server:
             before = server.answered
             channel = server.served.channel()
             stub = UserServiceStub(channel)
-            await stub.create_user(CreateUserRequest(name="Bob", email="bob@example.com"))
+            await stub.update_user(UserMessage(id=server.user_id, name="Ada King"))
+            await stub.delete_user_by_id(UserIdRequest(id=server.user_id))
             await stub.list_users(ListUsersRequest(page_size=3))
             with pytest.raises(Exception, match="not found"):
                 await stub.get_user_by_id(UserIdRequest(id="nobody"))

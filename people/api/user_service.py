@@ -15,7 +15,7 @@ answers encoded with upb and kept in a read cache until the store changes.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Hashable, Iterator
 from contextlib import contextmanager
 from typing import Any, NamedTuple, TypeVar
 
@@ -58,12 +58,17 @@ from people.domain.directory import UserDirectory
 from people.domain.model import User as DomainUser
 from people.domain.paging import Page
 from people.rpc.defaults import DEFAULT_MAX_MESSAGE_BYTES
+from people.rpc.strict_codec import within_send_limit
 
 _Request = TypeVar("_Request")
 # The fast lane parses requests with upb, as the strict codec does on the normal path.
 _USER_ID_REQUEST = message_class("UserIdRequest")
 _LIST_USERS_REQUEST = message_class("ListUsersRequest")
 _EMPTY = message_class("Empty")
+_CREATE_USER_REQUEST = message_class("CreateUserRequest")
+#: What a fast-lane handler gives back: an answer now, one to wait for, or None
+#: for the normal path (see people.rpc.fast_lane).
+_FastAnswer = bytes | Coroutine[Any, Any, bytes] | None
 
 
 @contextmanager
@@ -160,12 +165,14 @@ class UserService(UserServiceBase):
             mapping[path] = Handler(send, generated.cardinality, request_type, EncodedMessage)
         return mapping
 
-    def __fast_lane__(self) -> dict[str, Callable[[bytes], bytes | None]]:
-        """Read answers the runtime may send without a task: those already kept in the cache."""
+    def __fast_lane__(self) -> dict[str, Callable[[bytes], _FastAnswer]]:
+        """What the runtime may answer without grpclib's stream: reads already kept in the
+        cache (at once), and CreateUser (when its write is committed)."""
         return {
             "/people.UserService/GetUserById": self._fast_user,
             "/people.UserService/ListUsers": self._fast_page,
             "/people.UserService/GetAllUsers": self._fast_all_users,
+            "/people.UserService/CreateUser": self._fast_create,
         }
 
     # -- the typed read path: betterproto2 messages ----------------------------------
@@ -319,8 +326,19 @@ class UserService(UserServiceBase):
     # -- writes -----------------------------------------------------------------------
 
     async def create_user(self, message: CreateUserRequest) -> CreateUserResponse:
+        return await self._create(message.name, message.email)
+
+    def _fast_create(self, data: bytes) -> Coroutine[Any, Any, bytes] | None:
+        request = parsed(_CREATE_USER_REQUEST, data)
+        return None if request is None else self._encoded_create(request.name, request.email)
+
+    async def _encoded_create(self, name: str, email: str) -> bytes:
+        answer = bytes(await self._create(name, email))
+        return within_send_limit(answer, self._max_send_message_bytes)
+
+    async def _create(self, name: str, email: str) -> CreateUserResponse:
         with domain_errors_as_status():
-            user = await self._directory.create(name=message.name, email=message.email)
+            user = await self._directory.create(name=name, email=email)
         text = "User created successfully"
         return CreateUserResponse(id=user.id, message=text, user=self._fitting(user, user.id, text))
 

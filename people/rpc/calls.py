@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager, nullcontext
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from typing import TYPE_CHECKING, Any
 
 from grpclib.const import Cardinality, Status
@@ -33,9 +33,11 @@ from grpclib.exceptions import GRPCError, ProtocolError, StreamTerminatedError
 from grpclib.metadata import Deadline, decode_metadata, encode_grpc_message
 
 from people.rpc.auth import TokenAuth
+from people.rpc.defaults import INTERNAL_ERROR
 from people.rpc.internals import DeadlineWrapper, H2Stream, HandlerHooks, Wrapper
 from people.rpc.observe import CallObserver, CallRecord, GrpcType
 from people.rpc.policy import CallPolicy
+from people.rpc.slots import held
 from people.rpc.stream import CallStream
 
 if TYPE_CHECKING:
@@ -43,8 +45,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("people.rpc.calls")
 
-#: The message every unexpected failure gets; details go to the server log only.
-INTERNAL_ERROR = "internal server error"
 #: Calls that skip the unary concurrency cap, so probes answer under load.
 UNLIMITED_PREFIXES = ("/grpc.health.v1.Health/",)
 
@@ -279,7 +279,7 @@ class CallHandler(HandlerHooks):
             if path.startswith(UNLIMITED_PREFIXES):
                 yield
                 return
-            async with self._acquired(self.policy.slots):
+            async with self._held(self.policy.slots):
                 yield
             return
         if self.streaming >= self.policy.max_streaming_calls_per_connection:
@@ -291,25 +291,10 @@ class CallHandler(HandlerHooks):
             )
         self.streaming += 1
         try:
-            async with self._acquired(self.policy.streaming_slots):
+            async with self._held(self.policy.streaming_slots):
                 yield
         finally:
             self.streaming -= 1
 
-    @asynccontextmanager
-    async def _acquired(self, slots: asyncio.Semaphore) -> AsyncIterator[None]:
-        self.observer.queue_changed(1)
-        try:
-            await asyncio.wait_for(slots.acquire(), self.policy.queue_timeout)
-        except TimeoutError:
-            self.observer.refused("cap")
-            raise GRPCError(
-                Status.RESOURCE_EXHAUSTED,
-                "the server is busy, too many calls are running; retry later",
-            ) from None
-        finally:
-            self.observer.queue_changed(-1)
-        try:
-            yield
-        finally:
-            slots.release()
+    def _held(self, slots: asyncio.Semaphore) -> AbstractAsyncContextManager[None]:
+        return held(slots, queue_timeout=self.policy.queue_timeout, observer=self.observer)

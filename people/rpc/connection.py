@@ -40,6 +40,8 @@ from h2.events import (
     PingAckReceived,
     RemoteSettingsChanged,
     RequestReceived,
+    StreamReset,
+    WindowUpdated,
 )
 from h2.exceptions import StreamClosedError
 from hyperframe.frame import GoAwayFrame
@@ -118,6 +120,9 @@ class ServerProtocol(ProtocolHooks):
         self.goaway_last_stream_id: int | None = None
         #: Done when the final GOAWAY is sent or the connection is gone.
         self.goaway_sent: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        #: The fast lane's deferred calls on this connection, by stream id.
+        self.deferred: dict[int, asyncio.Task[None]] = {}
+        self._window_waiters: list[asyncio.Future[None]] = []
 
     # -- lifetime ----------------------------------------------------------------
 
@@ -165,6 +170,8 @@ class ServerProtocol(ProtocolHooks):
                 timer.cancel()
         if not self.goaway_sent.done():
             self.goaway_sent.set_result(None)
+        for task in list(self.deferred.values()):
+            task.cancel()
         self._owner.forget(self)
         super().connection_lost(exc)
 
@@ -181,6 +188,40 @@ class ServerProtocol(ProtocolHooks):
     def connection_transport(self) -> asyncio.Transport:
         """The transport this connection writes to."""
         return raw_transport(self.connection)
+
+    # -- what the fast lane's deferred calls need (people.rpc.deferred.LaneHost) ---
+
+    @property
+    def h2(self) -> RefusingH2Connection:
+        """h2's state of this connection."""
+        return self._h2
+
+    @property
+    def peer(self) -> Any:
+        """The client's address."""
+        return self._peer
+
+    def is_closing(self) -> bool:
+        """True once the connection is closing."""
+        return self.connection.is_closing()
+
+    def send_pending(self) -> None:
+        """Write what h2 has queued."""
+        self.connection.flush()
+
+    def call_released(self) -> None:
+        """A deferred call ended."""
+        self._stream_released()
+
+    async def window_opened(self) -> None:
+        """Return when the peer next opens a flow-control window or changes its settings."""
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._window_waiters.append(waiter)
+        try:
+            await waiter
+        finally:
+            with contextlib.suppress(ValueError):
+                self._window_waiters.remove(waiter)
 
     def _stream_released(self) -> None:
         self._last_active = time.monotonic()
@@ -209,7 +250,7 @@ class ServerProtocol(ProtocolHooks):
 
     def open_streams(self) -> int:
         """Calls in flight on this connection."""
-        return len(self.processor.streams)
+        return len(self.processor.streams) + len(self.deferred)
 
     # -- data --------------------------------------------------------------------
 
@@ -244,13 +285,17 @@ class ServerProtocol(ProtocolHooks):
             if self._refuse(event):
                 continue
             stream_id = getattr(event, "stream_id", None)
+            if isinstance(event, StreamReset) and stream_id in self.deferred:
+                self.deferred[stream_id].cancel()
             if stream_id in answered:
                 continue
             if isinstance(event, RequestReceived) and event.stream_id in candidates:
                 body, flow = candidates[event.stream_id]
-                if fast.answer(self._h2, event, body, flow, self._peer):
+                taken = fast.answer(self, event, body, flow)
+                if taken is not None:
                     answered.add(event.stream_id)
-                    self._stream_released()
+                    if taken == "answered":
+                        self._stream_released()
                     continue
             self.processor.process(event)
         self.connection.flush()
@@ -267,6 +312,10 @@ class ServerProtocol(ProtocolHooks):
             self._timer = asyncio.get_running_loop().call_later(
                 self._limits.idle_timeout, self._idle_check
             )
+        if self._window_waiters and isinstance(event, WindowUpdated | RemoteSettingsChanged):
+            for waiter in self._window_waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
 
     def _refuse(self, event: H2Event) -> bool:
         if not isinstance(event, RequestReceived) or self.goaway_last_stream_id is None:

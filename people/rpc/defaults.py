@@ -28,3 +28,6 @@ DEFAULT_MAX_STREAMING_CALLS_PER_CONNECTION = 10
 DEFAULT_REQUEST_TIMEOUT = 5.0
 #: Seconds a unary call may run at most (a client's shorter deadline still wins).
 DEFAULT_MAX_CALL_DURATION = 60.0
+
+#: The message every unexpected failure gets; details go to the server log only.
+INTERNAL_ERROR = "internal server error"

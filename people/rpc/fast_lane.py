@@ -8,6 +8,11 @@ and the method's service offers a synchronous fast handler
 (``__fast_lane__()``: path -> ``handler(request bytes) -> answer bytes | None``),
 the connection answers inside ``data_received``: nothing is scheduled.
 
+A write cannot answer at once: its handler returns a coroutine instead, and
+the lane runs just that coroutine in a task of its own (a *deferred* answer,
+:mod:`people.rpc.deferred`), still without grpclib's stream, dispatch and
+message codec, and writes the answer frames when it finishes.
+
 It keeps every promise of the normal path: the method, ``content-type`` and
 ``grpc-encoding`` checks, a ``grpc-timeout`` that is valid and not already
 past, the size limit, strict decoding (the handler parses with upb and gives up
@@ -20,10 +25,9 @@ call takes the normal path untouched.
 
 from __future__ import annotations
 
-import struct
 import time
-from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from collections.abc import Callable, Coroutine, Iterable, Mapping
+from typing import Any, Literal
 
 from grpclib.const import Status
 from grpclib.encoding.base import GRPC_CONTENT_TYPE
@@ -33,15 +37,19 @@ from h2.events import DataReceived, RequestReceived, StreamEnded
 from h2.events import Event as H2Event
 
 from people.rpc.auth import TokenAuth
-from people.rpc.internals import RefusingH2Connection
+from people.rpc.deferred import ANSWER_HEADERS, OK_TRAILERS, PREFIX, Deferred, LaneHost
 from people.rpc.observe import CallObserver, CallRecord
+from people.rpc.policy import CallPolicy
 
-#: A service's synchronous answer to a request message, or None to take the normal path.
-FastHandler = Callable[[bytes], "bytes | None"]
+#: A service's answer to a request message: its bytes now, a coroutine that
+#: produces them (raising GRPCError for any other status), or None to take the
+#: normal path.
+FastAnswer = bytes | Coroutine[Any, Any, bytes] | None
+FastHandler = Callable[[bytes], FastAnswer]
+#: What became of a call offered to the lane (None: it takes the normal path).
+Taken = Literal["answered", "deferred"] | None
 
-_PREFIX = struct.Struct(">?I")
-_ANSWER_HEADERS = [(b":status", b"200"), (b"content-type", f"{GRPC_CONTENT_TYPE}+proto".encode())]
-_OK_TRAILERS = [(b"grpc-status", str(Status.OK.value).encode())]
+_PREFIX = PREFIX
 _ACCEPTED_CONTENT_TYPES = frozenset({GRPC_CONTENT_TYPE, f"{GRPC_CONTENT_TYPE}+proto"})
 
 
@@ -60,7 +68,7 @@ class FastLane:
 
     Args:
         handlers: Fast handlers by path.
-        max_receive_message_bytes: The receive limit; larger requests decline.
+        policy: The server's limits: the receive limit, slots, maximum call duration.
         observer: Told of each call the lane answers, as for any other call.
         auth: The current bearer-token check, if any.
     """
@@ -69,16 +77,19 @@ class FastLane:
         self,
         handlers: Mapping[str, FastHandler],
         *,
-        max_receive_message_bytes: int,
+        policy: CallPolicy,
         observer: CallObserver,
         auth: Callable[[], TokenAuth | None],
     ) -> None:
         self._handlers = dict(handlers)
-        self._max = max_receive_message_bytes
+        self._policy = policy
+        self._max = policy.max_receive_message_bytes
         self._observer = observer
         self._auth = auth
-        #: Calls answered here so far (tests and diagnostics).
+        #: Calls answered here at once so far (tests and diagnostics).
         self.answered = 0
+        #: Calls answered here when their coroutine finished, so far.
+        self.deferred = 0
 
     def candidates(self, events: list[H2Event]) -> dict[int, tuple[bytes, int]]:
         """Streams of ``events`` that are a whole unary call: their data and its flow length."""
@@ -106,15 +117,8 @@ class FastLane:
                 complete.pop(stream_id, None)
         return complete
 
-    def answer(
-        self,
-        h2: RefusingH2Connection,
-        request: RequestReceived,
-        body: bytes,
-        flow: int,
-        peer: Any,
-    ) -> bool:
-        """Answer ``request`` now if everything allows; False leaves it to the normal path."""
+    def answer(self, host: LaneHost, request: RequestReceived, body: bytes, flow: int) -> Taken:
+        """Answer ``request`` now, or start its deferred answer, if everything allows."""
         headers: list[tuple[str, str]] = request.headers  # type: ignore[assignment] # h2 gives str with ascii header encoding
         found = dict(headers)
         path = found.get(":path", "")
@@ -126,17 +130,21 @@ class FastLane:
             or found.get("grpc-encoding", "identity") != "identity"
             or len(body) < _PREFIX.size
         ):
-            return False
+            return None
         compressed, length = _PREFIX.unpack_from(body)
         if compressed or length != len(body) - _PREFIX.size or length > self._max:
-            return False
+            return None
+        timeout = self._policy.max_call_duration
         if "grpc-timeout" in found:
             try:
                 deadline = Deadline.from_headers(headers)
             except ValueError:
-                return False
-            if deadline is not None and not deadline.time_remaining():
-                return False
+                return None
+            if deadline is not None:
+                remaining = deadline.time_remaining()
+                if not remaining:
+                    return None
+                timeout = remaining if timeout is None else min(timeout, remaining)
         metadata = decode_metadata(headers)
         caller = None
         auth = self._auth()
@@ -144,31 +152,44 @@ class FastLane:
             try:
                 caller = auth.check(path, metadata)
             except GRPCError:
-                return False
+                return None
         started = time.monotonic()
         answer = handler(body[_PREFIX.size :])
         if answer is None:
-            return False
-        message = _PREFIX.pack(False, len(answer)) + answer
+            return None
+        record = CallRecord(
+            method=path,
+            peer=host.peer,
+            start=started,
+            grpc_type="unary",
+            started=True,
+            received=1,
+            caller=caller,
+        )
         stream_id = request.stream_id
-        if not h2.send_unary_answer(stream_id, _ANSWER_HEADERS, message, _OK_TRAILERS):
-            return False
+        h2 = host.h2
+        if not isinstance(answer, bytes):
+            if self._policy.slots.locked():
+                answer.close()  # every slot is taken: the normal path queues the call
+                return None
+            self._observer.call_started(record, metadata)
+            if flow:
+                h2.acknowledge_received_data(flow, stream_id)
+            Deferred(host, stream_id, record, policy=self._policy, observer=self._observer).start(
+                answer, timeout
+            )
+            self.deferred += 1
+            return "deferred"
+        message = _PREFIX.pack(False, len(answer)) + answer
+        if not h2.send_unary_answer(stream_id, ANSWER_HEADERS, message, OK_TRAILERS):
+            return None
         if flow:
             # After the answer, as the normal path does: the stream is closed by
             # then, so only the connection's window is given back.
             h2.acknowledge_received_data(flow, stream_id)
-        record = CallRecord(
-            method=path,
-            peer=peer,
-            start=started,
-            status=Status.OK,
-            grpc_type="unary",
-            started=True,
-            received=1,
-            sent=1,
-            caller=caller,
-        )
+        record.status = Status.OK
+        record.sent = 1
         self._observer.call_started(record, metadata)
         self._observer.call_finished(record)
         self.answered += 1
-        return True
+        return "answered"

@@ -73,7 +73,7 @@ class RpcServer(ServerHooks):
         self.policy = policy
         self.fast_lane = FastLane(
             collect_handlers(handlers) if fast_lane else {},
-            max_receive_message_bytes=policy.max_receive_message_bytes,
+            policy=policy,
             observer=self.observer,
             auth=lambda: self.auth,
         )

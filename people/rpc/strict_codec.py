@@ -28,6 +28,20 @@ from people.rpc.defaults import DEFAULT_MAX_MESSAGE_BYTES
 PARSE_ERROR = "error parsing request"
 
 
+def within_send_limit(data: bytes, limit: int) -> bytes:
+    """``data``, an encoded answer, if it is at most ``limit`` bytes.
+
+    Raises:
+        GRPCError: RESOURCE_EXHAUSTED for a larger answer.
+    """
+    if len(data) > limit:
+        raise GRPCError(
+            Status.RESOURCE_EXHAUSTED,
+            f"response message is {len(data)} bytes, more than the server's {limit}-byte limit",
+        )
+    return data
+
+
 class StrictCodec(CodecBase):
     """``application/grpc+proto`` for betterproto2 and protobuf messages alike.
 
@@ -56,13 +70,7 @@ class StrictCodec(CodecBase):
         if not isinstance(message, message_type):
             raise TypeError(f"message must be {message_type!r}, not {type(message)!r}")
         data = message.SerializeToString() if isinstance(message, Message) else bytes(message)
-        if len(data) > self._max_send_message_bytes:
-            raise GRPCError(
-                Status.RESOURCE_EXHAUSTED,
-                f"response message is {len(data)} bytes, more than the server's"
-                f" {self._max_send_message_bytes}-byte limit",
-            )
-        return data
+        return within_send_limit(data, self._max_send_message_bytes)
 
     def decode(self, data: bytes, message_type: Any) -> Any:
         """Parse ``data`` strictly into ``message_type``.
