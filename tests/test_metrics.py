@@ -135,6 +135,7 @@ class TestOneProcess:
         with running_server(*args) as server:
             await known_mix(server)
             samples = await asyncio.to_thread(scrape, metrics_address)
+            counted = await scrape_until(metrics_address, "people_users", 2)
             host, port = server.address.rsplit(":", 1)
             channel = Channel(host, int(port))
             await UserServiceStub(channel).list_users(ListUsersRequest())
@@ -143,6 +144,10 @@ class TestOneProcess:
             channel.close()
         assert_known_mix(samples)
         assert value(while_open, "people_connections") == 1
+        # The two users created, counted after the writes; and at start by the next server.
+        assert value(counted, "people_users") == 2
+        with running_server(*args):
+            assert value(await asyncio.to_thread(scrape, metrics_address), "people_users") == 2
         # GetUserById for one id twice: the second is a cache hit; every other read missed.
         assert value(samples, "people_read_cache_hits_total") == 1
         assert value(samples, "people_read_cache_misses_total") == 3
@@ -178,8 +183,10 @@ class TestWorkers:
         with running_server(*args) as server:
             await known_mix(server, connections=4)
             samples = await asyncio.to_thread(scrape, metrics_address)
+            counted = await scrape_until(metrics_address, "people_users", 2)
             assert server.stop() == 0
         assert_known_mix(samples)
+        assert value(counted, "people_users") == 2
         assert value(samples, "people_worker_starts_total") == 2
 
     def test_a_taken_metrics_port_is_a_startup_error(self, tmp_path: Path) -> None:

@@ -260,6 +260,19 @@ class TestRemove:
         assert await store.list_page(after=None, limit=10) == [users[0], users[2]]
 
 
+class TestCount:
+    """count says how many users the store holds."""
+
+    async def test_follows_adds_and_removes(self, store: UserStore) -> None:
+        """count is 0 when empty, then follows adds, batch adds and removes."""
+        assert await store.count() == 0
+        users = await add_all(store, 3)
+        await store.add_many([make_user(n) for n in range(3, 5)])
+        assert await store.count() == 5
+        await store.remove(users[0].id, expected_version=None)
+        assert await store.count() == 4
+
+
 class TestPing:
     """ping reports whether the store answers."""
 

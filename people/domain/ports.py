@@ -81,6 +81,10 @@ class UserStore(Protocol):
         """
         ...
 
+    async def count(self) -> int:
+        """Return how many users the store holds."""
+        ...
+
     def change_token(self) -> Hashable | None:
         """Return a value that differs whenever the stored users may have changed.
 

@@ -23,6 +23,8 @@ _T = TypeVar("_T")
 OnOperation = Callable[[str, float], None]
 #: Opens the span of one operation, by name.
 OpenSpan = Callable[[str], AbstractContextManager[object]]
+#: Told after each write that may have changed how many users there are.
+OnWrite = Callable[[], None]
 
 
 class InstrumentedStore:
@@ -32,6 +34,7 @@ class InstrumentedStore:
         store: The store that does the work.
         on_operation: Told each operation's name and duration.
         span: Opens a span around each operation.
+        on_write: Told after each add, batch add and remove that succeeded.
     """
 
     def __init__(
@@ -40,10 +43,16 @@ class InstrumentedStore:
         *,
         on_operation: OnOperation | None = None,
         span: OpenSpan | None = None,
+        on_write: OnWrite | None = None,
     ) -> None:
         self._store = store
         self._on_operation = on_operation
         self._span = span
+        self._on_write = on_write
+
+    def _written(self) -> None:
+        if self._on_write is not None:
+            self._on_write()
 
     async def _run(self, operation: str, call: Callable[[], Awaitable[_T]]) -> _T:
         started = time.perf_counter()
@@ -56,9 +65,11 @@ class InstrumentedStore:
 
     async def add(self, user: User) -> None:
         await self._run("add", lambda: self._store.add(user))
+        self._written()
 
     async def add_many(self, users: Sequence[User]) -> None:
         await self._run("add_many", lambda: self._store.add_many(users))
+        self._written()
 
     async def get(self, user_id: str) -> User:
         return await self._run("get", lambda: self._store.get(user_id))
@@ -82,6 +93,10 @@ class InstrumentedStore:
         await self._run(
             "remove", lambda: self._store.remove(user_id, expected_version=expected_version)
         )
+        self._written()
+
+    async def count(self) -> int:
+        return await self._run("count", self._store.count)
 
     def change_token(self) -> Hashable | None:
         # Asked before every cacheable read and answered without I/O: not an operation.

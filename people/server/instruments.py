@@ -22,6 +22,7 @@ from people.server.settings import Settings
 if TYPE_CHECKING:
     from people.server.metrics import PeopleMetrics
     from people.server.tracing import CallTracer
+    from people.server.user_count import UserCount
 
 
 @dataclass
@@ -32,6 +33,8 @@ class Instruments:
     tracer: CallTracer | None = None
     #: Where the metrics are registered, for the endpoint that serves them.
     registry: Any = None
+    #: Keeps the metrics' user count, once a store is wrapped.
+    user_count: UserCount | None = None
     #: Run at shutdown (flushes spans).
     closers: list[Callable[[], None]] = field(default_factory=list)
 
@@ -54,10 +57,15 @@ class Instruments:
         """``store``, timed and traced as the instruments need (itself when both are off)."""
         if self.metrics is None and self.tracer is None:
             return store
+        if self.metrics is not None:
+            from people.server.user_count import UserCount
+
+            self.user_count = UserCount(store, self.metrics.users)
         return InstrumentedStore(
             store,
             on_operation=None if self.metrics is None else self.metrics.store_operation,
             span=None if self.tracer is None else self.tracer.store_span,
+            on_write=None if self.user_count is None else self.user_count.written,
         )
 
     def close(self) -> None:

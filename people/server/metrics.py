@@ -4,7 +4,7 @@ With ``--metrics-address HOST:PORT`` the server serves ``/metrics`` over HTTP.
 The runtime's metrics (:mod:`people.rpc.metrics`: go-grpc-prometheus names,
 connections, calls in flight and queued, refusals) come with people's own:
 read-cache hits and misses, store operation latency by operation and store,
-and build information.
+the number of users (:mod:`people.server.user_count`), and build information.
 
 One process registers its metrics in a registry of its own and serves it from
 a thread. Under ``--workers N`` the parent points ``PROMETHEUS_MULTIPROC_DIR``
@@ -66,6 +66,13 @@ class PeopleMetrics:
             buckets=STORE_BUCKETS,
             registry=registry,
         )
+        self._users = Gauge(
+            "people_users",
+            "Users in the store, counted at start and shortly after writes.",
+            registry=registry,
+            # Every worker counts the same store: the latest count is the truest.
+            multiprocess_mode="mostrecent",
+        )
         info = Gauge(
             "people_build_info",
             "Always 1; the labels say which people, Python and store run.",
@@ -82,6 +89,10 @@ class PeopleMetrics:
     def store_operation(self, operation: str, seconds: float) -> None:
         """Record how long one store operation took."""
         self._store_seconds.labels(operation, self._store).observe(seconds)
+
+    def users(self, count: int) -> None:
+        """Record how many users the store holds."""
+        self._users.set(count)
 
 
 class WorkerMetrics:

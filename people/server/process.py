@@ -52,6 +52,9 @@ async def serve(settings: Settings, *, on_ready: Callable[[str], None] | None = 
         except PeopleError as exc:
             raise StartupError(str(exc)) from None
         stack.push_async_callback(store.aclose)
+        if instruments.user_count is not None:
+            await instruments.user_count.count()
+            stack.callback(instruments.user_count.close)  # before the store closes
 
         serving = ServiceStatus()
         serving.set(True)

@@ -56,6 +56,9 @@ class MemoryStore:
     async def get_many(self, user_ids: Sequence[str]) -> list[User]:
         return [self._users[user_id] for user_id in user_ids if user_id in self._users]
 
+    async def count(self) -> int:
+        return len(self._users)
+
     async def list_page(
         self, *, after: Cursor | None, limit: int, query: Query = DEFAULT_QUERY
     ) -> list[User]:

@@ -197,6 +197,11 @@ class PostgresStore:
             )
         return [_user(row) for row in rows]
 
+    async def count(self) -> int:
+        with translating():
+            rows = await self._fetch("SELECT count(*) AS users FROM users")
+        return int(rows[0]["users"])
+
     async def list_page(
         self, *, after: Cursor | None, limit: int, query: Query = DEFAULT_QUERY
     ) -> list[User]:

@@ -142,6 +142,13 @@ class SQLiteStore:
             return []
         return await self._read(select)
 
+    async def count(self) -> int:
+        def select(db: sqlite3.Connection) -> int:
+            (found,) = db.execute("SELECT count(*) FROM users").fetchone()
+            return int(found)
+
+        return await self._read(select)
+
     async def list_page(
         self, *, after: Cursor | None, limit: int, query: Query = DEFAULT_QUERY
     ) -> list[User]:
