@@ -13,6 +13,7 @@ import pytest
 from grpclib.client import Channel
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
+from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from people._gen.people import (
@@ -21,6 +22,10 @@ from people._gen.people import (
     UserIdRequest,
     UserServiceStub,
 )
+from people.rpc.metrics import FLUSH_INTERVAL, GrpcMetrics
+from people.rpc.observe import CallRecord
+from people.server.instruments import open_instruments
+from people.server.settings import Settings
 from tests.inprocess import RawCodec, call_raw
 from tests.postgres import free_port
 from tests.support import ServerProcess, run_cli, running_server
@@ -119,6 +124,21 @@ def assert_known_mix(samples: Samples) -> None:
     assert value(samples, "people_calls_queued") == 0
 
 
+async def scrape_until_known_mix(address: str, limit: float = 5) -> Samples:
+    """Scrape until the known mix's counters are all there (or ``limit`` seconds pass)."""
+    deadline = time.monotonic() + limit
+    while True:
+        samples = await asyncio.to_thread(scrape, address)
+        try:
+            assert_known_mix(samples)
+        except AssertionError:
+            if time.monotonic() > deadline:
+                return samples
+            await asyncio.sleep(0.1)
+        else:
+            return samples
+
+
 @pytest.fixture
 def metrics_address() -> str:
     """A free loopback address for the metrics endpoint."""
@@ -182,7 +202,8 @@ class TestWorkers:
         )
         with running_server(*args) as server:
             await known_mix(server, connections=4)
-            samples = await asyncio.to_thread(scrape, metrics_address)
+            # Each worker adds its counts to its file within a second of a call.
+            samples = await scrape_until_known_mix(metrics_address)
             counted = await scrape_until(metrics_address, "people_users", 2)
             assert server.stop() == 0
         assert_known_mix(samples)
@@ -209,3 +230,65 @@ class TestWorkers:
                 assert result.returncode == 1, result.stderr
                 assert f"people serve: cannot serve metrics on {taken}" in result.stderr
                 assert "Traceback" not in result.stderr
+
+
+def started_calls(registry: CollectorRegistry) -> float | None:
+    """grpc_server_started_total of GetUserById, read without the flush a scrape makes."""
+    counters = registry.restricted_registry(["grpc_server_started_total"])
+    for family in counters.collect():
+        for sample in family.samples:
+            if sample.name == "grpc_server_started_total" and sample.labels == method(
+                "GetUserById"
+            ):
+                return sample.value
+    return None
+
+
+def answer_one_call(metrics: GrpcMetrics) -> None:
+    """Tell ``metrics`` of one GetUserById call that ended OK."""
+    record = CallRecord(
+        method="/people.UserService/GetUserById",
+        peer=None,
+        grpc_type="unary",
+        started=True,
+        received=1,
+    )
+    metrics.call_started(record, {})
+    record.status, record.sent = Status.OK, 1
+    metrics.call_finished(record)
+
+
+class TestBatches:
+    async def test_a_scrape_sees_every_call_at_once(self) -> None:
+        """A scrape from another thread flushes the counts kept on the loop before it reads."""
+        registry = CollectorRegistry()
+        metrics = GrpcMetrics(registry)
+        for _ in range(3):
+            answer_one_call(metrics)
+        assert started_calls(registry) == 0  # kept, not yet added
+        samples = await asyncio.to_thread(generate_latest, registry)
+        assert b'grpc_method="GetUserById",grpc_service="people.UserService"' in samples
+        assert started_calls(registry) == 3
+
+    async def test_counts_arrive_within_a_second_unscraped(self) -> None:
+        """Without a scrape (a --workers parent reads files), counts are added within a second."""
+        registry = CollectorRegistry()
+        metrics = GrpcMetrics(registry)
+        answer_one_call(metrics)
+        await asyncio.sleep(FLUSH_INTERVAL + 0.2)
+        assert started_calls(registry) == 1
+
+    async def test_a_scrape_on_the_loop_does_not_wait_for_it(self) -> None:
+        """A scrape made on the event loop's own thread flushes at once, never waiting on itself."""
+        registry = CollectorRegistry()
+        metrics = GrpcMetrics(registry)
+        answer_one_call(metrics)
+        assert registry.get_sample_value("grpc_server_started_total", method("GetUserById")) == 1
+
+    async def test_shutdown_adds_the_last_counts(self, metrics_address: str) -> None:
+        """Closing the instruments flushes what was kept, so a worker's last second is not lost."""
+        instruments = open_instruments(Settings(metrics_address=metrics_address))
+        assert instruments.metrics is not None
+        answer_one_call(instruments.metrics.grpc)
+        instruments.close()
+        assert started_calls(instruments.registry) == 1

@@ -58,6 +58,7 @@ from people.domain.directory import UserDirectory
 from people.domain.model import User as DomainUser
 from people.domain.paging import Page
 from people.rpc.defaults import DEFAULT_MAX_MESSAGE_BYTES
+from people.rpc.fast_lane import FastHandler
 from people.rpc.strict_codec import within_send_limit
 
 _Request = TypeVar("_Request")
@@ -66,9 +67,6 @@ _USER_ID_REQUEST = message_class("UserIdRequest")
 _LIST_USERS_REQUEST = message_class("ListUsersRequest")
 _EMPTY = message_class("Empty")
 _CREATE_USER_REQUEST = message_class("CreateUserRequest")
-#: What a fast-lane handler gives back: an answer now, one to wait for, or None
-#: for the normal path (see people.rpc.fast_lane).
-_FastAnswer = bytes | Coroutine[Any, Any, bytes] | None
 
 
 @contextmanager
@@ -165,7 +163,7 @@ class UserService(UserServiceBase):
             mapping[path] = Handler(send, generated.cardinality, request_type, EncodedMessage)
         return mapping
 
-    def __fast_lane__(self) -> dict[str, Callable[[bytes], _FastAnswer]]:
+    def __fast_lane__(self) -> dict[str, FastHandler]:
         """What the runtime may answer without grpclib's stream: reads already kept in the
         cache (at once), and CreateUser (when its write is committed)."""
         return {

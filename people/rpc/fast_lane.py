@@ -49,7 +49,6 @@ FastHandler = Callable[[bytes], FastAnswer]
 #: What became of a call offered to the lane (None: it takes the normal path).
 Taken = Literal["answered", "deferred"] | None
 
-_PREFIX = PREFIX
 _ACCEPTED_CONTENT_TYPES = frozenset({GRPC_CONTENT_TYPE, f"{GRPC_CONTENT_TYPE}+proto"})
 
 
@@ -128,11 +127,11 @@ class FastLane:
             or found.get(":method") != "POST"
             or found.get("content-type") not in _ACCEPTED_CONTENT_TYPES
             or found.get("grpc-encoding", "identity") != "identity"
-            or len(body) < _PREFIX.size
+            or len(body) < PREFIX.size
         ):
             return None
-        compressed, length = _PREFIX.unpack_from(body)
-        if compressed or length != len(body) - _PREFIX.size or length > self._max:
+        compressed, length = PREFIX.unpack_from(body)
+        if compressed or length != len(body) - PREFIX.size or length > self._max:
             return None
         timeout = self._policy.max_call_duration
         if "grpc-timeout" in found:
@@ -154,7 +153,7 @@ class FastLane:
             except GRPCError:
                 return None
         started = time.monotonic()
-        answer = handler(body[_PREFIX.size :])
+        answer = handler(body[PREFIX.size :])
         if answer is None:
             return None
         record = CallRecord(
@@ -180,7 +179,7 @@ class FastLane:
             )
             self.deferred += 1
             return "deferred"
-        message = _PREFIX.pack(False, len(answer)) + answer
+        message = PREFIX.pack(False, len(answer)) + answer
         if not h2.send_unary_answer(stream_id, ANSWER_HEADERS, message, OK_TRAILERS):
             return None
         if flow:

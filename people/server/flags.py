@@ -177,7 +177,8 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         "--fast-lane",
         dest="fast_lane",
         action=argparse.BooleanOptionalAction,
-        help="answer reads already in the cache without scheduling a task (default on)",
+        help="answer cached reads inside the connection's callback, and creates in one"
+        " task, without grpclib's per-call machinery (default on)",
     )
     limits.add_argument(
         "--max-connection-age-grace",

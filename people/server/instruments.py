@@ -89,6 +89,7 @@ def open_instruments(settings: Settings) -> Instruments:
 
         instruments.registry = CollectorRegistry()
         instruments.metrics = PeopleMetrics(instruments.registry, store=store)
+        instruments.closers.append(instruments.metrics.grpc.flush)  # the last counts
     if settings.tracing != "off":
         try:
             from people.server.tracing import CallTracer, tracer_provider

@@ -48,17 +48,19 @@ class PeopleMetrics:
     def __init__(self, registry: CollectorRegistry, *, store: str) -> None:
         self.grpc = GrpcMetrics(registry)
         self._store = store
-        hits = Counter(
+        self._hits = Counter(
             "people_read_cache_hits_total",
             "Reads answered from the read cache.",
             registry=registry,
         )
-        misses = Counter(
+        self._misses = Counter(
             "people_read_cache_misses_total",
             "Reads the read cache could not answer (PostgreSQL: every read).",
             registry=registry,
         )
-        self._hit, self._miss = hits.inc, misses.inc
+        # Kept as plain ints per call and added in the runtime's batches (its flush).
+        self._lookups = [0, 0]  # misses, hits
+        self.grpc.add_flusher(self._flush_lookups)
         self._store_seconds = Histogram(
             "people_store_operation_seconds",
             "Time one store operation took, in seconds.",
@@ -83,8 +85,14 @@ class PeopleMetrics:
         info.labels(__version__, platform.python_version(), store).set(1)
 
     def cache_lookup(self, hit: bool) -> None:
-        """Count one read-cache lookup."""
-        (self._hit if hit else self._miss)()
+        """Count one read-cache lookup (on the event loop)."""
+        self._lookups[hit] += 1
+        self.grpc.changed()
+
+    def _flush_lookups(self) -> None:
+        (misses, hits), self._lookups = self._lookups, [0, 0]
+        self._hits.inc(hits)
+        self._misses.inc(misses)
 
     def store_operation(self, operation: str, seconds: float) -> None:
         """Record how long one store operation took."""

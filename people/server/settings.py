@@ -70,7 +70,8 @@ class Settings:
     max_connection_age: float = 0.0
     #: 0: after the age's GOAWAY, wait for the connection's calls however long they take.
     max_connection_age_grace: float = 0.0
-    #: Answer reads already in the cache inside the connection's callback (people.rpc.fast_lane).
+    #: Answer cached reads inside the connection's callback, and creates in one
+    #: task (people.rpc.fast_lane).
     fast_lane: bool = True
     #: Keep encoded read answers until the store changes (people.api.read_cache).
     read_cache: bool = True
