@@ -8,7 +8,9 @@ processes. Each figure is the median over rounds; ratios are people / seed.
 
 With two or more CPUs the servers are pinned to CPU 0 (one core is the seed's
 best: its thread pool gains nothing from a second under the GIL) and everything
-that generates load to CPU 1, so a server never competes with its own load.
+that generates load to CPU 1, so a server never competes with its own load;
+a people server with `--workers` above 1 gets both CPUs, and shares CPU 1 with
+the load.
 `--variant NAME=FLAGS` adds another `people serve` with extra flags to the same
 run, for the cost of a feature (`--variant "metrics=--metrics-address
 127.0.0.1:{port}"`; `{port}` becomes a free port).
@@ -132,6 +134,14 @@ def pin(process: subprocess.Popen[bytes], cpus: set[int] | None) -> None:
     """Keep ``process`` (and the workers it starts later) on ``cpus``; None leaves it free."""
     if cpus is not None:
         os.sched_setaffinity(process.pid, cpus)
+
+
+def people_cpus(flags: list[str], server_cpus: set[int] | None) -> set[int] | None:
+    """Where a people server runs: with several workers, on every CPU, the load's too."""
+    workers = flags[flags.index("--workers") + 1] if "--workers" in flags else "1"
+    if server_cpus is None or workers == "1":
+        return server_cpus
+    return server_cpus | LOAD_CPUS
 
 
 @contextlib.contextmanager
@@ -540,7 +550,9 @@ def main() -> int:
             # Each people server has a database of its own, filled the same way.
             database = tmp / f"{name}.db"
             prefilled = prefill_sqlite(database, args.users) if not with_seed else []
-            port, process = stack.enter_context(people_server(database, flags, server_cpus))
+            port, process = stack.enter_context(
+                people_server(database, flags, people_cpus(flags, server_cpus))
+            )
             servers[name] = (port, process.pid)
             people_ids = prefilled or load_users(port, args.users, pb2, pb2_grpc)
             ids[name] = people_ids[0]
@@ -601,7 +613,7 @@ def main() -> int:
     print()
     print(
         f"users stored: {args.users}; {args.rounds} rounds x {args.duration:g}s; "
-        f"pinned: {'servers CPU 0, load CPU 1' if args.pin else 'no'}; "
+        f"pinned: {'servers CPU 0 (several workers: both), load CPU 1' if args.pin else 'no'}; "
         + "; ".join(
             f"{name}: {' '.join(flags) or '(defaults)'}" for name, flags in people_flags.items()
         )
