@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import ast
 import importlib
+import importlib.metadata
 import inspect
+import re
 import textwrap
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -58,7 +61,7 @@ class TestReliedOn:
         present = hasattr(cls, name) or name in assigned_attributes(cls)
         assert present, (
             f"{cls.__module__}.{cls.__qualname__}.{name} is gone from the installed"
-            f" {cls.__module__.split('.')[0]}; people/rpc/internals.py relies on it"
+            f" {cls.__module__.split('.')[0]}; people/rpc/internals/ relies on it"
         )
 
     @pytest.mark.parametrize(
@@ -68,7 +71,7 @@ class TestReliedOn:
     def test_function_exists(self, module: str, name: str) -> None:
         """Every private function people.rpc calls is still defined by the installed package."""
         assert hasattr(importlib.import_module(module), name), (
-            f"{module}.{name} is gone; people/rpc/internals.py relies on it"
+            f"{module}.{name} is gone; people/rpc/internals/ relies on it"
         )
 
     def test_the_check_can_fail(self) -> None:
@@ -111,3 +114,17 @@ class TestOnePlace:
     def test_internals_itself_is_seen(self) -> None:
         """The scan does find the private uses inside people/rpc/internals/ (it is not vacuous)."""
         assert any(private_uses(path) for path in INTERNALS.glob("*.py"))
+
+
+class TestPins:
+    @pytest.mark.parametrize("package", ["grpclib", "h2", "hpack", "hyperframe"])
+    def test_pinned_exactly_to_what_is_installed(self, package: str) -> None:
+        """Packages whose internals the runtime uses are pinned with == to the tested version."""
+        pyproject = Path(__file__).resolve().parents[1] / "pyproject.toml"
+        project = tomllib.loads(pyproject.read_text(encoding="utf-8"))
+        pins = [
+            requirement
+            for requirement in project["project"]["dependencies"]
+            if re.split(r"[=<>!~\[ ;]", requirement, maxsplit=1)[0] == package
+        ]
+        assert pins == [f"{package}=={importlib.metadata.version(package)}"]

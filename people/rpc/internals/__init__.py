@@ -7,8 +7,8 @@ the rest of :mod:`people.rpc` subclasses its hook classes and calls its
 accessors (``h2_connection`` holds the h2 subclass, ``grpclib_hooks`` the
 grpclib ones). :data:`RELIED_ON` lists every such name, and ``tests/test_internals.py``
 checks each against the installed packages, so an upgrade that drops one fails
-there with the name, not somewhere deep in a call. grpclib, h2 and hyperframe
-are pinned exactly in ``pyproject.toml`` for the same reason.
+there with the name, not somewhere deep in a call. grpclib, h2, hpack and
+hyperframe are pinned exactly in ``pyproject.toml`` for the same reason.
 """
 
 from __future__ import annotations
