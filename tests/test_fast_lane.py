@@ -94,6 +94,29 @@ class TestTakingTheLane:
         assert taken == 20
         assert set(fast) == {normal}
 
+    async def test_grpc_c_core_frame_order(self) -> None:
+        """A WINDOW_UPDATE between HEADERS and DATA, as grpcio sends it, keeps calls in the lane."""
+        async with warm() as server:
+            lane = server.served.server.fast_lane
+            before = (lane.answered, lane.deferred)
+            client = await RawH2.connect(server.served.port)
+            stream_ids = []
+            for message, path in [
+                (server.request, GET),
+                (frame(bytes(CreateUserRequest(name="Bo", email="bo@example.com"))), CREATE),
+            ]:
+                stream_id = client.h2.get_next_available_stream_id()
+                client.h2.send_headers(stream_id, RawH2.request_headers(path))
+                client.h2.increment_flow_control_window(65535, stream_id=stream_id)
+                client.h2.send_data(stream_id, message, end_stream=True)
+                client.flush()  # one write: HEADERS, WINDOW_UPDATE, DATA
+                stream_ids.append(stream_id)
+            answers = await client.answers(stream_ids)
+            taken = (lane.answered - before[0], lane.deferred - before[1])
+            client.close()
+        assert [answers[stream_id]["grpc-status"] for stream_id in stream_ids] == ["0", "0"]
+        assert taken == (1, 1)
+
     async def test_off_means_off(self) -> None:
         """With --no-fast-lane no call takes it."""
         async with warm(fast_lane=False) as server:

@@ -33,7 +33,7 @@ from grpclib.const import Status
 from grpclib.encoding.base import GRPC_CONTENT_TYPE
 from grpclib.exceptions import GRPCError
 from grpclib.metadata import Deadline, decode_metadata
-from h2.events import DataReceived, RequestReceived, StreamEnded
+from h2.events import DataReceived, RequestReceived, StreamEnded, WindowUpdated
 from h2.events import Event as H2Event
 
 from people.rpc.auth import TokenAuth
@@ -108,7 +108,9 @@ class FastLane:
                     body = b"".join(chunk.data for chunk in chunks)
                     flow = sum(chunk.flow_controlled_length for chunk in chunks)
                     complete[event.stream_id] = (body, flow)
-            elif isinstance(event, StreamEnded):
+            elif isinstance(event, StreamEnded | WindowUpdated):
+                # A WINDOW_UPDATE only lets the answer be larger, and h2 has applied
+                # it already; gRPC's C core sends one between HEADERS and DATA.
                 continue
             elif stream_id in data or stream_id in complete:
                 # Anything else about the stream (a reset, a priority): not for the lane.
