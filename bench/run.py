@@ -105,7 +105,7 @@ def cpu_seconds(pid: int) -> float:
 
 
 def rss_mib(pid: int) -> float:
-    """Largest resident set among a process and its direct children, in MiB."""
+    """Largest peak resident set (VmHWM) among a process and its direct children, in MiB."""
     pids = [pid]
     with contextlib.suppress(FileNotFoundError):
         pids += [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
@@ -113,7 +113,7 @@ def rss_mib(pid: int) -> float:
     for current in pids:
         with contextlib.suppress(FileNotFoundError):
             for line in Path(f"/proc/{current}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
+                if line.startswith("VmHWM:"):
                     sizes.append(int(line.split()[1]) / 1024)
     return max(sizes, default=0.0)
 
