@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -177,6 +178,27 @@ class TestTakingTheLane:
 
 class TestSamePromises:
     """Requests the lane would answer but for one thing wrong get the normal path's answer."""
+
+    @LANES
+    async def test_access_lines(self, fast_lane: bool, caplog: pytest.LogCaptureFixture) -> None:
+        """A cached read and a create write the same access lines on the lane as off it."""
+        async with warm(fast_lane=fast_lane) as server:
+            lane = server.served.server.fast_lane
+            before = (lane.answered, lane.deferred)
+            caplog.set_level(logging.INFO, logger="people.access")
+            caplog.clear()
+            raw = server.served.raw_channel()
+            await call_raw(raw, GET, bytes(UserIdRequest(id=server.user_id)))
+            await call_raw(raw, CREATE, bytes(CreateUserRequest(name="Bo", email="bo@example.org")))
+            raw.close()
+            taken = (lane.answered - before[0], lane.deferred - before[1])
+        lines = [
+            (record.access["method"], record.access["status"])  # type: ignore[attr-defined] # set by extra=
+            for record in caplog.records
+            if record.name == "people.access"
+        ]
+        assert lines == [(GET, "OK"), (CREATE, "OK")]
+        assert taken == ((1, 1) if fast_lane else (0, 0))
 
     @LANES
     @pytest.mark.parametrize(
