@@ -15,7 +15,7 @@ from people.api.answers import (
     encode_user,
     encode_user_list,
 )
-from people.api.user_service import user_message
+from people.api.messages import user_message
 from people.domain.model import User
 
 moments = st.datetimes(

@@ -17,7 +17,7 @@ import pytest
 
 from people.domain.filtering import parse_query
 from people.domain.ports import Cursor
-from people.store import postgres, sqlite
+from people.store import postgres_rows, sqlite_rows
 from people.store.postgres import PostgresStore
 from people.store.sql_filter import select_page
 from people.store.sqlite import SQLiteStore
@@ -73,9 +73,11 @@ def cursor_for(order_by: str) -> Cursor:
 async def sqlite_plan(path: Path, filter: str, order_by: str, after: Cursor | None) -> str:
     """SQLite's plan for the page query the SQLite store would run."""
     await (await SQLiteStore.open(path)).aclose()
-    tail, params = select_page(sqlite.DIALECT, parse_query(filter, order_by), after, 51)
+    tail, params = select_page(sqlite_rows.DIALECT, parse_query(filter, order_by), after, 51)
     with sqlite3.connect(path) as db:
-        rows = db.execute(f"EXPLAIN QUERY PLAN SELECT {sqlite._COLUMNS} FROM users {tail}", params)
+        rows = db.execute(
+            f"EXPLAIN QUERY PLAN SELECT {sqlite_rows.COLUMNS} FROM users {tail}", params
+        )
         plan = " | ".join(row[3] for row in rows)
     db.close()
     return plan
@@ -100,12 +102,12 @@ async def postgres_db(postgres_url: str) -> str:
 
 async def postgres_plan(url: str, filter: str, order_by: str, after: Cursor | None) -> str:
     """PostgreSQL's plan for the page query the PostgreSQL store would run."""
-    tail, params = select_page(postgres.DIALECT, parse_query(filter, order_by), after, 51)
+    tail, params = select_page(postgres_rows.DIALECT, parse_query(filter, order_by), after, 51)
     connection = await asyncpg.connect(url)
     try:
         await connection.execute("SET enable_seqscan = off")
         rows = await connection.fetch(
-            f"EXPLAIN SELECT {postgres._COLUMNS} FROM users {tail}", *params
+            f"EXPLAIN SELECT {postgres_rows.COLUMNS} FROM users {tail}", *params
         )
     finally:
         await connection.close()

@@ -2,7 +2,7 @@
 
 The server answers a failed call with :func:`status_for` of its domain error
 (``people.api.user_service``); the CLI turns the error a call raised back into the same
-status for its exit code. ``people.client`` holds the inverse, status to error.
+status for its exit code. ``people.client.status`` holds the inverse, status to error.
 """
 
 from __future__ import annotations

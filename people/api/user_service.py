@@ -15,8 +15,7 @@ answers encoded with upb and kept in a read cache until the store changes.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Hashable, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
 from typing import Any, NamedTuple, TypeVar
 
 from grpclib.const import Handler, Status
@@ -24,16 +23,11 @@ from grpclib.exceptions import GRPCError
 from grpclib.server import Stream
 
 from people._gen.people import (
-    BatchCreateUsersRequest,
-    BatchCreateUsersResponse,
     BatchGetUsersRequest,
     BatchGetUsersResponse,
-    CreateUserRequest,
-    CreateUserResponse,
     Empty,
     ListUsersRequest,
     ListUsersResponse,
-    UpdateUserResponse,
     User,
     UserIdRequest,
     UserList,
@@ -51,49 +45,20 @@ from people.api.answers import (
     parsed,
 )
 from people.api.batches import create_within_limit
+from people.api.messages import domain_errors_as_status, page_message, user_message
 from people.api.read_cache import ReadCache
-from people.api.status import status_for
-from people.domain import errors
+from people.api.user_writes import UserWrites
 from people.domain.directory import UserDirectory
 from people.domain.model import User as DomainUser
 from people.domain.paging import Page
 from people.rpc.defaults import DEFAULT_MAX_MESSAGE_BYTES
 from people.rpc.fast_lane import FastHandler
-from people.rpc.strict_codec import within_send_limit
 
 _Request = TypeVar("_Request")
 # The fast lane parses requests with upb, as the strict codec does on the normal path.
 _USER_ID_REQUEST = message_class("UserIdRequest")
 _LIST_USERS_REQUEST = message_class("ListUsersRequest")
 _EMPTY = message_class("Empty")
-_CREATE_USER_REQUEST = message_class("CreateUserRequest")
-
-
-@contextmanager
-def domain_errors_as_status() -> Iterator[None]:
-    """Re-raise domain errors as GRPCError with their status and message."""
-    try:
-        yield
-    except errors.PeopleError as exc:
-        raise GRPCError(status_for(exc), exc.message) from exc
-
-
-def user_message(user: DomainUser) -> User:
-    """Convert a domain user to its wire message."""
-    return User(
-        id=user.id,
-        name=user.name,
-        email=user.email,
-        etag=user.etag,
-        create_time=user.create_time,
-        update_time=user.update_time,
-    )
-
-
-def _page_message(page: Page) -> ListUsersResponse:
-    return ListUsersResponse(
-        users=[user_message(user) for user in page.users], next_page_token=page.next_page_token
-    )
 
 
 def _encoded_page(page: Page) -> EncodedMessage:
@@ -121,7 +86,7 @@ class _Listing(NamedTuple):
     order_by: str
 
 
-class UserService(UserServiceBase):
+class UserService(UserWrites, UserServiceBase):
     """people.UserService, served by a :class:`UserDirectory`.
 
     Args:
@@ -182,9 +147,9 @@ class UserService(UserServiceBase):
     async def list_users(self, message: ListUsersRequest) -> ListUsersResponse:
         page = await self._page_within_limit(
             _Listing(message.page_size, message.page_token, message.filter, message.order_by),
-            lambda page: len(bytes(_page_message(page))),
+            lambda page: len(bytes(page_message(page))),
         )
-        return _page_message(page)
+        return page_message(page)
 
     async def get_all_users(self, message: Empty) -> UserList:
         answer = UserList()
@@ -321,53 +286,7 @@ class UserService(UserServiceBase):
             )
         return page
 
-    # -- writes -----------------------------------------------------------------------
-
-    async def create_user(self, message: CreateUserRequest) -> CreateUserResponse:
-        return await self._create(message.name, message.email)
-
-    def _fast_create(self, data: bytes) -> Coroutine[Any, Any, bytes] | None:
-        request = parsed(_CREATE_USER_REQUEST, data)
-        return None if request is None else self._encoded_create(request.name, request.email)
-
-    async def _encoded_create(self, name: str, email: str) -> bytes:
-        answer = bytes(await self._create(name, email))
-        return within_send_limit(answer, self._max_send_message_bytes)
-
-    async def _create(self, name: str, email: str) -> CreateUserResponse:
-        with domain_errors_as_status():
-            user = await self._directory.create(name=name, email=email)
-        text = "User created successfully"
-        return CreateUserResponse(id=user.id, message=text, user=self._fitting(user, user.id, text))
-
-    async def update_user(self, message: User) -> UpdateUserResponse:
-        with domain_errors_as_status():
-            user = await self._directory.update(
-                message.id, name=message.name, email=message.email, etag=message.etag
-            )
-        text = f"User with ID {message.id} updated successfully"
-        return UpdateUserResponse(message=text, user=self._fitting(user, text))
-
-    def _fitting(self, user: DomainUser, *seed_fields: str) -> User | None:
-        """``user`` for a write's answer, or None if the answer would then outgrow the send limit.
-
-        The write is done by now: its answer must go out. The seed's fields
-        alone always fit, so a user too large to add is left out.
-        """
-        # Each field costs its bytes, a tag and a length (at most 6 bytes together).
-        size = len(encode_user(user)) + sum(len(f.encode()) for f in seed_fields) + 6 * 3
-        return user_message(user) if size <= self._max_send_message_bytes else None
-
-    async def batch_create_users(
-        self, message: BatchCreateUsersRequest
-    ) -> BatchCreateUsersResponse:
-        with domain_errors_as_status():
-            return await create_within_limit(
-                self._directory,
-                message.requests,
-                lambda users: BatchCreateUsersResponse(users=[user_message(u) for u in users]),
-                self._max_send_message_bytes,
-            )
+    # -- BatchCreateUsers' encoded path, and BatchGetUsers (the typed writes: UserWrites) --
 
     async def _send_created(self, stream: Stream[BatchCreateFields, EncodedMessage]) -> None:
         # The fast path of BatchCreateUsers: upb in and out (BatchCreateUsersResponse
@@ -383,8 +302,3 @@ class UserService(UserServiceBase):
         with domain_errors_as_status():
             users = await self._directory.get_many(message.ids)
         return BatchGetUsersResponse(users=[user_message(user) for user in users])
-
-    async def delete_user_by_id(self, message: UserIdRequest) -> UpdateUserResponse:
-        with domain_errors_as_status():
-            await self._directory.delete(message.id, etag=message.etag)
-        return UpdateUserResponse(message=f"User with ID {message.id} deleted successfully")

@@ -7,7 +7,8 @@ import sys
 
 from people.cli.exits import EXIT_OK
 from people.cli.output import print_json, print_message, print_table, user_json
-from people.client import LIST_PAGE_SIZE, PeopleClient
+from people.client import PeopleClient
+from people.client.people_client import LIST_PAGE_SIZE
 
 
 async def add_command(people: PeopleClient, args: argparse.Namespace) -> int:

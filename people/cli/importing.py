@@ -29,7 +29,8 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from itertools import islice
 
 from people.cli.bulk import ImportSummary, Record, Rejected
-from people.client import MAX_BATCH, PeopleClient, filter_literal
+from people.client import PeopleClient, filter_literal
+from people.client.people_client import MAX_BATCH
 from people.domain import errors
 
 #: Calls in flight: a batch keeps the server busy; a few hide the round trips.

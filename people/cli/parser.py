@@ -8,7 +8,8 @@ from pathlib import Path
 from people import __version__
 from people.cli.exits import EXIT_CODES_HELP
 from people.cli.importing import DEFAULT_CONCURRENCY
-from people.client import DEFAULT_TARGET, DEFAULT_TIMEOUT, MAX_BATCH
+from people.client import DEFAULT_TARGET, DEFAULT_TIMEOUT
+from people.client.people_client import MAX_BATCH
 from people.server.flags import add_serve_arguments
 
 

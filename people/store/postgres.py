@@ -19,9 +19,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from datetime import datetime
 from typing import Any, Self, TypeVar
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import asyncpg
 
@@ -29,43 +27,37 @@ from people.domain.errors import (
     EmailAlreadyExists,
     InvalidField,
     PeopleError,
-    StaleVersion,
     UserNotFound,
 )
 from people.domain.model import User
 from people.domain.ports import Cursor
 from people.domain.query import DEFAULT_QUERY, Query
-from people.store.postgres_errors import PoolExhausted, backoff, is_conflict, retrying, translating
+from people.store.postgres_errors import (
+    PoolExhausted,
+    backoff,
+    check_changed,
+    is_conflict,
+    retrying,
+    translating,
+)
+from people.store.postgres_rows import (
+    COLUMNS,
+    DIALECT,
+    INSERT_MANY,
+    INSERTED,
+    first_skipped,
+    to_row,
+    to_user,
+)
 from people.store.postgres_schema import migrate
-from people.store.sql_filter import Dialect, select_page
+from people.store.postgres_url import (
+    POOL_SIZE_PARAMETER,
+    STATEMENT_CACHE_PARAMETER,
+    split_options,
+)
+from people.store.sql_filter import select_page
 
 _T = TypeVar("_T")
-_COLUMNS = "id, name, email, version, create_time, update_time"
-_INSERTED = (
-    "id, name, email, email_key, version, create_time, update_time, name_key, email_reversed"
-)
-#: Every row of a batch in one statement; a taken email skips its row, which
-#: add_many notices in the rows returned, and then rolls the whole batch back.
-_INSERT_MANY = (
-    f"INSERT INTO users ({_INSERTED}) SELECT * FROM unnest($1::text[], $2::text[],"
-    " $3::text[], $4::text[], $5::bigint[], $6::timestamptz[], $7::timestamptz[],"
-    " $8::text[], $9::text[]) ON CONFLICT (email_key) DO NOTHING RETURNING email_key"
-)
-#: How listing queries are spelled here (see people.store.sql_filter).
-DIALECT = Dialect(
-    columns={
-        "id": "id",
-        "name": "name_key",
-        "email": "email_key",
-        "email_reversed": "email_reversed",
-        "create_time": "create_time",
-        "update_time": "update_time",
-    },
-    placeholder=lambda number: f"${number}",
-    contains="strpos({column}, {value}) > 0",
-    ends_with="right({column}, {length}) = {value}",
-    time=lambda moment: moment,
-)
 
 DEFAULT_POOL_SIZE = 10
 #: Seconds to open one connection, and to wait for a free one from the pool.
@@ -76,9 +68,6 @@ DEFAULT_COMMAND_TIMEOUT = 10.0
 DEFAULT_CONFLICT_ATTEMPTS = 5
 #: Seconds a health check waits for ``SELECT 1``.
 PING_TIMEOUT = 2.0
-#: URL query parameters people reads itself; the rest go to asyncpg.
-_POOL_SIZE_PARAMETER = "pool_size"
-_STATEMENT_CACHE_PARAMETER = "statement_cache_size"
 
 
 class PostgresStore:
@@ -131,8 +120,8 @@ class PostgresStore:
                 newer than this version of people understands; the message
                 gives the driver's reason, for the operator starting the server.
         """
-        dsn, options = _split_options(url)
-        size = options.get(_POOL_SIZE_PARAMETER, pool_size)
+        dsn, options = split_options(url)
+        size = options.get(POOL_SIZE_PARAMETER, pool_size)
         with translating(opening=True):
             try:
                 pool = await asyncpg.create_pool(
@@ -141,7 +130,7 @@ class PostgresStore:
                     max_size=size,
                     timeout=connect_timeout,
                     command_timeout=command_timeout,
-                    statement_cache_size=options.get(_STATEMENT_CACHE_PARAMETER, 100),
+                    statement_cache_size=options.get(STATEMENT_CACHE_PARAMETER, 100),
                 )
             # asyncpg's ClientConfigurationError is a ValueError; a port past 65535
             # gets as far as connect(), which raises OverflowError.
@@ -163,39 +152,39 @@ class PostgresStore:
     async def add(self, user: User) -> None:
         with translating(email=user.email):
             await self._fetch(
-                f"INSERT INTO users ({_INSERTED}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-                *_row(user),
+                f"INSERT INTO users ({INSERTED}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                *to_row(user),
             )
 
     async def add_many(self, users: Sequence[User]) -> None:
         if not users:
             return
-        columns = [list(column) for column in zip(*(_row(user) for user in users), strict=True)]
+        columns = [list(column) for column in zip(*(to_row(user) for user in users), strict=True)]
 
         async def insert(connection: Any) -> None:
             async with connection.transaction():
-                rows = await connection.fetch(_INSERT_MANY, *columns)
+                rows = await connection.fetch(INSERT_MANY, *columns)
                 if len(rows) < len(users):
                     stored = {row["email_key"] for row in rows}
                     # Raised inside the transaction, so nothing of the batch stays.
-                    raise EmailAlreadyExists(_first_skipped(users, stored).email)
+                    raise EmailAlreadyExists(first_skipped(users, stored).email)
 
         with translating():
             await self._retrying(insert)
 
     async def get(self, user_id: str) -> User:
         with translating():
-            rows = await self._fetch(f"SELECT {_COLUMNS} FROM users WHERE id = $1", user_id)
+            rows = await self._fetch(f"SELECT {COLUMNS} FROM users WHERE id = $1", user_id)
         if not rows:
             raise UserNotFound(user_id)
-        return _user(rows[0])
+        return to_user(rows[0])
 
     async def get_many(self, user_ids: Sequence[str]) -> list[User]:
         with translating():
             rows = await self._fetch(
-                f"SELECT {_COLUMNS} FROM users WHERE id = ANY($1::text[])", list(user_ids)
+                f"SELECT {COLUMNS} FROM users WHERE id = ANY($1::text[])", list(user_ids)
             )
-        return [_user(row) for row in rows]
+        return [to_user(row) for row in rows]
 
     async def count(self) -> int:
         with translating():
@@ -207,8 +196,8 @@ class PostgresStore:
     ) -> list[User]:
         tail, params = select_page(DIALECT, query, after, limit)
         with translating():
-            rows = await self._fetch(f"SELECT {_COLUMNS} FROM users {tail}", *params)
-        return [_user(row) for row in rows]
+            rows = await self._fetch(f"SELECT {COLUMNS} FROM users {tail}", *params)
+        return [to_user(row) for row in rows]
 
     async def replace(self, user: User, *, expected_version: int) -> None:
         # One statement: the update, and whether the row existed at all (the
@@ -230,7 +219,7 @@ class PostgresStore:
                 user.name_key,
                 user.email_key[::-1],
             )
-        _check_changed(row, user.id)
+        check_changed(row, user.id)
 
     async def remove(self, user_id: str, *, expected_version: int | None) -> None:
         with translating():
@@ -242,7 +231,7 @@ class PostgresStore:
                 user_id,
                 expected_version,
             )
-        _check_changed(row, user_id)
+        check_changed(row, user_id)
 
     def change_token(self) -> None:
         # Other replicas write without telling this one, and asking the
@@ -319,74 +308,3 @@ class PostgresStore:
         with translating(opening=True):
             async with self._connection() as connection:
                 self._signing_key = await migrate(connection)
-
-
-def _check_changed(row: Mapping[str, Any], user_id: str) -> None:
-    if row["changed"]:
-        return
-    if not row["present"]:
-        raise UserNotFound(user_id)
-    raise StaleVersion(user_id)
-
-
-def _row(user: User) -> tuple[str, str, str, str, int, datetime, datetime, str, str]:
-    return (
-        user.id,
-        user.name,
-        user.email,
-        user.email_key,
-        user.version,
-        user.create_time,
-        user.update_time,
-        user.name_key,
-        user.email_key[::-1],
-    )
-
-
-def _first_skipped(users: Sequence[User], stored: set[str]) -> User:
-    """The first user whose row was not inserted: its email was taken before, or in the batch."""
-    seen: set[str] = set()
-    for user in users:
-        if user.email_key not in stored or user.email_key in seen:
-            return user
-        seen.add(user.email_key)
-    raise AssertionError("every row was inserted")
-
-
-def _user(row: Mapping[str, Any]) -> User:
-    create_time: datetime = row["create_time"]
-    update_time: datetime = row["update_time"]
-    return User(
-        id=str(row["id"]),
-        name=str(row["name"]),
-        email=str(row["email"]),
-        version=int(row["version"]),
-        create_time=create_time,
-        update_time=update_time,
-    )
-
-
-def _split_options(url: str) -> tuple[str, dict[str, int]]:
-    """Take people's own options out of a database URL's query string.
-
-    Raises:
-        InvalidField: an option is not a non-negative integer.
-    """
-    try:
-        parts = urlsplit(url)
-    except ValueError as exc:
-        raise InvalidField("database", f"not a usable PostgreSQL URL: {exc}") from exc
-    kept: list[tuple[str, str]] = []
-    options: dict[str, int] = {}
-    for key, value in parse_qsl(parts.query, keep_blank_values=True):
-        if key not in (_POOL_SIZE_PARAMETER, _STATEMENT_CACHE_PARAMETER):
-            kept.append((key, value))
-            continue
-        if not value.isascii() or not value.isdigit():
-            raise InvalidField("database", f"{key} must be a whole number, not {value!r}")
-        options[key] = int(value)
-    if options.get(_POOL_SIZE_PARAMETER, 1) < 1:
-        raise InvalidField("database", f"{_POOL_SIZE_PARAMETER} must be at least 1")
-    if not options:
-        return url, options
-    return urlunsplit(parts._replace(query=urlencode(kept))), options

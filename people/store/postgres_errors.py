@@ -18,14 +18,17 @@ driver's words and the traceback, once, here.
 - EmailAlreadyExists (ALREADY_EXISTS): a unique violation on the email index.
 - StoreFailure (INTERNAL): any other integrity violation, an undefined table, a
   syntax error, anything else.
+
+Also here: what a write that matched no row means.
 """
 
 from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from typing import Any
 
 import asyncpg
 
@@ -33,9 +36,11 @@ from people.domain.errors import (
     EmailAlreadyExists,
     PeopleError,
     ResourceExhausted,
+    StaleVersion,
     StoreFailure,
     StoreUnavailable,
     UnstorableValue,
+    UserNotFound,
     WriteConflict,
 )
 
@@ -159,6 +164,15 @@ def translated(exc: BaseException, *, email: str | None = None, quiet: bool = Fa
             exc_info=exc,
         )
     return error
+
+
+def check_changed(row: Mapping[str, Any], user_id: str) -> None:
+    """A write's ``changed`` and ``present`` answer: if it changed nothing, why not."""
+    if row["changed"]:
+        return
+    if not row["present"]:
+        raise UserNotFound(user_id)
+    raise StaleVersion(user_id)
 
 
 def _level(error: PeopleError) -> int:

@@ -15,26 +15,22 @@ import sqlite3
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Self, TypeVar
 
-from people.domain.errors import PeopleError, StaleVersion, StoreUnavailable, UserNotFound
+from people.domain.errors import PeopleError, StoreUnavailable, UserNotFound
 from people.domain.model import User
 from people.domain.ports import Cursor
 from people.domain.query import DEFAULT_QUERY, Query
-from people.store.sql_filter import Dialect, select_page
-from people.store.sqlite_errors import translated
+from people.store.sql_filter import select_page
+from people.store.sqlite_connect import open_connection
+from people.store.sqlite_errors import cannot_open, raise_missing_or_stale, translated
+from people.store.sqlite_rows import COLUMNS, DIALECT, INSERT, micros, to_row, to_user
 from people.store.sqlite_schema import migrate
 from people.store.sqlite_writer import GroupWriter
 
 _T = TypeVar("_T")
 
-_COLUMNS = "id, name, email, version, create_time_us, update_time_us"
-_INSERT = (
-    "INSERT INTO users (id, name, email, email_key, version, create_time_us, update_time_us,"
-    " name_key, email_reversed) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
-)
 READ_THREADS = 2
 #: How long a writer waits for another process's lock before giving up.
 BUSY_TIMEOUT_MS = 5000
@@ -85,10 +81,10 @@ class SQLiteStore:
         store = cls(Path(path), busy_timeout_ms=busy_timeout_ms, max_pages=max_pages)
         try:
             store._signing_key = await store._writer.submit(
-                migrate, solo=True, translate=_cannot_open
+                migrate, solo=True, translate=cannot_open
             )
             store._watcher = await store._writer.submit(
-                lambda _: store._new_watcher(), solo=True, translate=_cannot_open
+                lambda _: store._new_watcher(), solo=True, translate=cannot_open
             )
         except PeopleError:
             await store.aclose()
@@ -97,26 +93,26 @@ class SQLiteStore:
 
     async def add(self, user: User) -> None:
         def insert(db: sqlite3.Connection) -> None:
-            db.execute(_INSERT, _row(user))
+            db.execute(INSERT, to_row(user))
 
         await self._write(insert, email=user.email)
 
     async def add_many(self, users: Sequence[User]) -> None:
-        rows = [_row(user) for user in users]
+        rows = [to_row(user) for user in users]
 
         def insert(db: sqlite3.Connection) -> None:
             # Inside the writer's savepoint for this write: a failing row rolls
             # back every row of the batch, and nothing else of the transaction.
             db.execute("SAVEPOINT batch")
             try:
-                db.executemany(_INSERT, rows)
+                db.executemany(INSERT, rows)
             except sqlite3.IntegrityError:
                 # executemany does not say which row failed: insert again one row
                 # at a time to name it (the writer then rolls the whole batch back).
                 db.execute("ROLLBACK TO batch")
                 for user, row in zip(users, rows, strict=True):
                     try:
-                        db.execute(_INSERT, row)
+                        db.execute(INSERT, row)
                     except sqlite3.IntegrityError as exc:
                         raise translated(exc, email=user.email) from exc
             db.execute("RELEASE batch")
@@ -125,18 +121,18 @@ class SQLiteStore:
 
     async def get(self, user_id: str) -> User:
         def select(db: sqlite3.Connection) -> User:
-            row = db.execute(f"SELECT {_COLUMNS} FROM users WHERE id = ?", (user_id,)).fetchone()
+            row = db.execute(f"SELECT {COLUMNS} FROM users WHERE id = ?", (user_id,)).fetchone()
             if row is None:
                 raise UserNotFound(user_id)
-            return _user(row)
+            return to_user(row)
 
         return await self._read(select)
 
     async def get_many(self, user_ids: Sequence[str]) -> list[User]:
         def select(db: sqlite3.Connection) -> list[User]:
             marks = ", ".join("?" * len(user_ids))
-            rows = db.execute(f"SELECT {_COLUMNS} FROM users WHERE id IN ({marks})", user_ids)
-            return [_user(row) for row in rows]
+            rows = db.execute(f"SELECT {COLUMNS} FROM users WHERE id IN ({marks})", user_ids)
+            return [to_user(row) for row in rows]
 
         if not user_ids:
             return []
@@ -156,7 +152,7 @@ class SQLiteStore:
 
         def select(db: sqlite3.Connection) -> list[User]:
             return [
-                _user(row) for row in db.execute(f"SELECT {_COLUMNS} FROM users {tail}", params)
+                to_user(row) for row in db.execute(f"SELECT {COLUMNS} FROM users {tail}", params)
             ]
 
         return await self._read(select)
@@ -172,7 +168,7 @@ class SQLiteStore:
                     user.email,
                     user.email_key,
                     user.version,
-                    _micros(user.update_time),
+                    micros(user.update_time),
                     user.name_key,
                     user.email_key[::-1],
                     user.id,
@@ -180,7 +176,7 @@ class SQLiteStore:
                 ),
             ).rowcount
             if not changed:
-                _raise_missing_or_stale(db, user.id)
+                raise_missing_or_stale(db, user.id)
 
         await self._write(update, email=user.email)
 
@@ -194,7 +190,7 @@ class SQLiteStore:
                     (user_id, expected_version),
                 )
             if not cursor.rowcount:
-                _raise_missing_or_stale(db, user_id)
+                raise_missing_or_stale(db, user_id)
 
         await self._write(delete)
 
@@ -301,89 +297,12 @@ class SQLiteStore:
         return watcher
 
     def _new_connection(self, *, writer: bool = False) -> sqlite3.Connection:
-        connection = sqlite3.connect(
+        connection = open_connection(
             self._path,
-            timeout=self._busy_timeout_ms / 1000,
-            check_same_thread=False,
-            # The writer begins and commits its transactions itself (sqlite_writer).
-            isolation_level=None if writer else "DEFERRED",
+            busy_timeout_ms=self._busy_timeout_ms,
+            max_pages=self._max_pages,
+            writer=writer,
         )
-        try:
-            connection.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
-            connection.execute("PRAGMA journal_mode = WAL")
-            # FULL: an acknowledged write survives a power loss, not just a crash.
-            connection.execute("PRAGMA synchronous = FULL")
-            if self._max_pages is not None:
-                connection.execute(f"PRAGMA max_page_count = {int(self._max_pages)}")
-        except sqlite3.Error:
-            # Not a database (or unreadable): close now rather than leak it.
-            connection.close()
-            raise
         with self._lock:
             self._connections.append(connection)
         return connection
-
-
-def _cannot_open(exc: sqlite3.Error, email: str | None) -> PeopleError:
-    """Opening failed: the operator starting the server gets SQLite's own reason."""
-    return StoreUnavailable(f"cannot open the SQLite database: {exc}")
-
-
-def _raise_missing_or_stale(db: sqlite3.Connection, user_id: str) -> None:
-    exists = db.execute("SELECT 1 FROM users WHERE id = ?", (user_id,)).fetchone()
-    if exists is None:
-        raise UserNotFound(user_id)
-    raise StaleVersion(user_id)
-
-
-def _micros(moment: datetime) -> int:
-    delta = moment - _EPOCH
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
-
-
-def _from_micros(micros: int) -> datetime:
-    return datetime.fromtimestamp(micros // 1_000_000, UTC).replace(microsecond=micros % 1_000_000)
-
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-#: How listing queries are spelled here (see people.store.sql_filter).
-DIALECT = Dialect(
-    columns={
-        "id": "id",
-        "name": "name_key",
-        "email": "email_key",
-        "email_reversed": "email_reversed",
-        "create_time": "create_time_us",
-        "update_time": "update_time_us",
-    },
-    placeholder=lambda _: "?",
-    contains="instr({column}, {value}) > 0",
-    ends_with="substr({column}, -{length}) = {value}",
-    time=_micros,
-)
-
-
-def _row(user: User) -> tuple[str, str, str, str, int, int, int, str, str]:
-    return (
-        user.id,
-        user.name,
-        user.email,
-        user.email_key,
-        user.version,
-        _micros(user.create_time),
-        _micros(user.update_time),
-        user.name_key,
-        user.email_key[::-1],
-    )
-
-
-def _user(row: tuple[str, str, str, int, int, int]) -> User:
-    user_id, name, email, version, created, updated = row
-    return User(
-        id=user_id,
-        name=name,
-        email=email,
-        version=version,
-        create_time=_from_micros(created),
-        update_time=_from_micros(updated),
-    )

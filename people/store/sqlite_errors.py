@@ -12,6 +12,8 @@ once, here.
 - EmailAlreadyExists (ALREADY_EXISTS): the UNIQUE constraint on ``users.email_key``.
 - StoreFailure (INTERNAL): any other constraint (a duplicate id), no such table,
   SQL errors, anything else.
+
+Also here: what a failure to open the file, and a write that matched no row, mean.
 """
 
 from __future__ import annotations
@@ -23,9 +25,11 @@ from people.domain.errors import (
     EmailAlreadyExists,
     PeopleError,
     ResourceExhausted,
+    StaleVersion,
     StoreFailure,
     StoreUnavailable,
     UnstorableValue,
+    UserNotFound,
 )
 
 log = logging.getLogger("people.store")
@@ -95,6 +99,19 @@ def translated(exc: sqlite3.Error, *, email: str | None = None, quiet: bool = Fa
             exc_info=exc,
         )
     return error
+
+
+def cannot_open(exc: sqlite3.Error, email: str | None) -> PeopleError:
+    """Opening failed: the operator starting the server gets SQLite's own reason."""
+    return StoreUnavailable(f"cannot open the SQLite database: {exc}")
+
+
+def raise_missing_or_stale(db: sqlite3.Connection, user_id: str) -> None:
+    """A write to ``user_id`` matched no row: UserNotFound if it is gone, else StaleVersion."""
+    exists = db.execute("SELECT 1 FROM users WHERE id = ?", (user_id,)).fetchone()
+    if exists is None:
+        raise UserNotFound(user_id)
+    raise StaleVersion(user_id)
 
 
 def _level(error: PeopleError) -> int:

@@ -1,47 +1,15 @@
-"""PeopleClient: the typed async client library for Python callers.
-
-Example::
-
-    import asyncio
-
-    from people import PeopleClient, UserNotFound
-
-
-    async def main() -> None:
-        async with PeopleClient("localhost:50051", timeout=5) as people:
-            user_id = await people.create("Ada Lovelace", "ada@example.com")
-            user = await people.get(user_id)
-            print(user.name, user.email, user.etag)
-            await people.update(user_id, name="Ada King", etag=user.etag)
-            async for each in people.iter_users(filter='name = "Ada*"', order_by="name"):
-                print(each.id, each.email)
-            print((await people.find_by_email("ADA@example.com")).id)
-            await people.delete(user_id)
-            try:
-                await people.get(user_id)
-            except UserNotFound as exc:
-                print(exc)
-
-
-    asyncio.run(main())
-
-Every failure is a :class:`people.PeopleError` subclass, mapped from the gRPC
-status in :func:`error_for_status` and nowhere else; the server's message is
-kept as the error's text.
-"""
+"""PeopleClient: one typed method per RPC over a grpclib channel (:mod:`people.client` shows
+it in use); a failed call leaves through :func:`people.client.status.error_for_status`."""
 
 from __future__ import annotations
 
-import os
-import socket
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
-from pathlib import Path
+from collections.abc import AsyncIterator, Awaitable, Iterable, Sequence
 from types import TracebackType
 from typing import Any, Final, TypeVar
 
 from grpclib.client import Channel
-from grpclib.const import Cardinality, Status
+from grpclib.const import Cardinality
 from grpclib.exceptions import GRPCError, ProtocolError, StreamTerminatedError
 
 from people._gen.people import (
@@ -56,17 +24,9 @@ from people._gen.people import (
     UserIdRequest,
     UserServiceStub,
 )
+from people.client.connect import parse_target, tls_context
+from people.client.status import error_for_status, failure_reason
 from people.domain import errors
-
-__all__ = [
-    "DEFAULT_TARGET",
-    "DEFAULT_TIMEOUT",
-    "PeopleClient",
-    "error_for_status",
-    "filter_literal",
-    "parse_target",
-    "tls_context",
-]
 
 DEFAULT_TARGET: Final = "localhost:50051"
 #: Seconds a call may take unless the caller says otherwise.
@@ -80,87 +40,11 @@ _BATCH_CREATE_PATH: Final = "/people.UserService/BatchCreateUsers"
 T = TypeVar("T")
 
 
-def parse_target(target: str) -> tuple[str, int]:
-    """Split ``host:port`` (``[v6]:port`` for IPv6; the port defaults to 50051).
-
-    Raises:
-        ValueError: the port is not a number between 1 and 65535.
-    """
-    host, port_text = target, ""
-    if target.startswith("["):
-        host, _, rest = target[1:].partition("]")
-        port_text = rest.removeprefix(":")
-    elif target.count(":") == 1:
-        host, port_text = target.split(":")
-    if not port_text:
-        return host or "localhost", 50051
-    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
-        raise ValueError(f"invalid port in target {target!r}: expected host:port")
-    return host or "localhost", int(port_text)
-
-
-def tls_context(
-    ca_file: Path | str | None = None,
-    cert_file: Path | str | None = None,
-    key_file: Path | str | None = None,
-) -> ssl.SSLContext:
-    """A client TLS context for gRPC: ALPN h2, TLS 1.2+, the system CAs or ``ca_file``.
-
-    ``cert_file`` and ``key_file`` present a client certificate (mTLS).
-    """
-    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=ca_file)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.set_alpn_protocols(["h2"])
-    if cert_file is not None:
-        context.load_cert_chain(cert_file, key_file)
-    return context
-
-
 def filter_literal(value: str) -> str:
     """A quoted filter value that matches ``value`` exactly: ``"`` and ``\\`` escaped, and
     ``*`` too, so it is never a wildcard. ``f"email = {filter_literal(address)}"``."""
     escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("*", "\\*")
     return f'"{escaped}"'
-
-
-#: Status codes whose meaning is one domain error, whatever the call.
-_ERROR_BY_STATUS: Final[dict[Status, Callable[[str], errors.PeopleError]]] = {
-    Status.UNAVAILABLE: errors.Unavailable,
-    Status.DEADLINE_EXCEEDED: errors.DeadlineExceeded,
-    Status.UNAUTHENTICATED: errors.Unauthenticated,
-    Status.PERMISSION_DENIED: errors.PermissionDenied,
-    Status.RESOURCE_EXHAUSTED: errors.ResourceExhausted,
-}
-
-
-def error_for_status(
-    status: Status, message: str, *, user_id: str = "", email: str = ""
-) -> errors.PeopleError:
-    """The domain error a call failing with ``status`` and ``message`` stands for.
-
-    ``user_id`` and ``email`` are what the call was about, so the error carries
-    them as attributes; the server's ``message`` becomes the error's text.
-    """
-    error: errors.PeopleError
-    if status is Status.NOT_FOUND:
-        error = errors.UserNotFound(user_id or _named_id(message))
-    elif status is Status.ALREADY_EXISTS:
-        error = errors.EmailAlreadyExists(email)
-        error.index = _named_entry(message)
-    elif status is Status.ABORTED and message == errors.WriteConflict.MESSAGE:
-        error = errors.WriteConflict()
-    elif status is Status.ABORTED:
-        error = errors.StaleVersion(user_id)
-    elif status is Status.INVALID_ARGUMENT:
-        field, _, reason = message.removeprefix("invalid ").partition(": ")
-        error = errors.InvalidField(field, reason) if reason else errors.InvalidField("", message)
-    elif status in _ERROR_BY_STATUS:
-        error = _ERROR_BY_STATUS[status](message)
-    else:
-        error = errors.ServerError(message, status=status.name)
-    error.message = message or status.name
-    error.args = (error.message,)
-    return error
 
 
 class PeopleClient:
@@ -412,7 +296,7 @@ class PeopleClient:
             ) from None
         except (OSError, StreamTerminatedError, ProtocolError) as exc:
             raise errors.Unavailable(
-                f"cannot reach the people server at {self.target}: {_reason(exc)}"
+                f"cannot reach the people server at {self.target}: {failure_reason(exc)}"
             ) from None
 
 
@@ -424,26 +308,3 @@ def _upb_class(name: str) -> type[Any]:
         PEOPLE_PROTO_DESCRIPTOR.message_types_by_name[name]
     )
     return cls
-
-
-def _named_id(message: str) -> str:
-    """The id in the server's ``User with ID <id> not found``; empty if it names none."""
-    if message.startswith("User with ID ") and message.endswith(" not found"):
-        return message.removeprefix("User with ID ").removesuffix(" not found")
-    return ""
-
-
-def _named_entry(message: str) -> int | None:
-    """The entry number of a batch error's ``requests[i]: ...``; None if it names none."""
-    field, colon, _ = message.partition(":")
-    return errors.entry_index(field) if colon else None
-
-
-def _reason(exc: BaseException) -> str:
-    if isinstance(exc, ssl.SSLError):
-        return f"TLS failed ({exc.reason or exc})"
-    if isinstance(exc, socket.gaierror):
-        return f"cannot resolve the host ({exc.strerror})"
-    if isinstance(exc, OSError) and exc.errno:
-        return os.strerror(exc.errno)
-    return str(exc) or type(exc).__name__
