@@ -22,8 +22,8 @@ from h2.settings import SettingCodes
 from hyperframe.frame import Frame, GoAwayFrame, SettingsFrame
 
 from people._gen.people import CreateUserRequest, User, UserIdRequest, UserServiceStub
-from people.rpc.connection import ALL_STREAMS
 from people.rpc.defaults import DEFAULT_QUEUE_TIMEOUT
+from people.rpc.goaway import ALL_STREAMS
 from people.store.sqlite import SQLiteStore
 from tests.inprocess import GatedStore, RawH2, Served, frame, serving, until
 from tests.pki import Pki, client_context

@@ -23,7 +23,7 @@ from h2.errors import ErrorCodes
 from hyperframe.frame import Frame, GoAwayFrame, HeadersFrame, PingFrame
 
 from people._gen.people import CreateUserRequest, CreateUserResponse, User, UserIdRequest
-from people.rpc.connection import ALL_STREAMS, GOAWAY_PING_TIMEOUT
+from people.rpc.goaway import ALL_STREAMS, GOAWAY_PING_TIMEOUT
 from people.store.sqlite import SQLiteStore
 from tests.inprocess import GatedStore, RawH2, Served, frame, serving, until
 from tests.support import running_server

@@ -20,7 +20,7 @@ from people._gen.people import (
     UserIdRequest,
     UserServiceStub,
 )
-from people.rpc.connection import ALL_STREAMS
+from people.rpc.goaway import ALL_STREAMS
 from tests.inprocess import GatedStore, RawH2, frame, serving, until
 
 GET = "/people.UserService/GetUserById"

@@ -9,14 +9,10 @@ state machine loses the answers still in flight ("stream removed").
   and an optional maximum age (jittered), after which the connection drains;
 - a stream past SETTINGS_MAX_CONCURRENT_STREAMS refused alone with
   REFUSED_STREAM (:class:`people.rpc.internals.RefusingH2Connection`);
-- :meth:`ServerProtocol.go_away`, the two-phase GOAWAY of RFC 9113 §6.8 that
-  gRPC's own servers send: first a GOAWAY naming stream 2^31-1 plus a PING, and
-  only after the PING's answer (or a short timeout) the real GOAWAY naming the
-  highest stream accepted. Streams the client sent before it saw the first are
-  still served; later ones are refused with REFUSED_STREAM, which tells the
-  client (and a proxy in front) they never ran and may be retried. The frames
-  are written straight to the transport, leaving h2's state open, so accepted
-  calls still answer;
+- :meth:`ServerProtocol.go_away`, the two-phase GOAWAY of RFC 9113 §6.8
+  (:mod:`people.rpc.goaway`), then closing once the last accepted call ends;
+- the fast lane's deferred calls, kept and served by
+  :class:`people.rpc.lane_host.ConnectionLane`;
 - GOAWAY ENHANCE_YOUR_CALM, and the end of the connection, for a peer that
   :class:`people.rpc.abuse.AbuseWatch` finds abusive (rapid reset, streams
   past the limit, control-frame floods);
@@ -28,7 +24,6 @@ state machine loses the answers still in flight ("stream removed").
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import time
@@ -36,19 +31,12 @@ from typing import Any, Protocol
 
 from h2.errors import ErrorCodes
 from h2.events import Event as H2Event
-from h2.events import (
-    PingAckReceived,
-    RemoteSettingsChanged,
-    RequestReceived,
-    StreamReset,
-    WindowUpdated,
-)
-from h2.exceptions import StreamClosedError
-from hyperframe.frame import GoAwayFrame
+from h2.events import RemoteSettingsChanged, RequestReceived, StreamReset, WindowUpdated
 
 from people.rpc.abuse import AbuseWatch
 from people.rpc.coalesce import CoalescingTransport
 from people.rpc.fast_lane import FastLane
+from people.rpc.goaway import TwoPhaseGoAway
 from people.rpc.internals import (
     EventsProcessor,
     ProtocolHooks,
@@ -56,17 +44,11 @@ from people.rpc.internals import (
     ReleaseReportingProcessor,
     raw_transport,
 )
+from people.rpc.lane_host import ConnectionLane
 from people.rpc.observe import CallObserver
 from people.rpc.policy import ConnectionLimits
 
 log = logging.getLogger("people.rpc.connection")
-
-#: The last stream id of a first GOAWAY: "everything you sent so far may still run".
-ALL_STREAMS = 2**31 - 1
-#: Opaque data of the PING that follows the first GOAWAY.
-GOAWAY_PING = b"people\x00\x01"
-#: Seconds to wait for that PING's answer before sending the real GOAWAY anyway.
-GOAWAY_PING_TIMEOUT = 1.0
 
 
 class ConnectionOwner(Protocol):
@@ -110,19 +92,12 @@ class ServerProtocol(ProtocolHooks):
         self._limits = owner.limits
         self._timer: asyncio.TimerHandle | None = None
         self._age_timer: asyncio.TimerHandle | None = None
-        self._goaway_timer: asyncio.TimerHandle | None = None
         self._handshaken = False
         self._last_active = time.monotonic()
         self._refused = False
         self._close_when_done = False
-        self._goaway_started = False
-        #: Set once the final GOAWAY is sent: streams above this id are refused.
-        self.goaway_last_stream_id: int | None = None
-        #: Done when the final GOAWAY is sent or the connection is gone.
-        self.goaway_sent: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        #: The fast lane's deferred calls on this connection, by stream id.
-        self.deferred: dict[int, asyncio.Task[None]] = {}
-        self._window_waiters: list[asyncio.Future[None]] = []
+        #: The drain's GOAWAY (``goaway.sent`` is done once it is over).
+        self.goaway = TwoPhaseGoAway()
 
     # -- lifetime ----------------------------------------------------------------
 
@@ -147,11 +122,12 @@ class ServerProtocol(ProtocolHooks):
             # Marks the handler closed, so the server's sweep forgets it.
             self.handler.close()
             transport.close()
-            self.goaway_sent.set_result(None)
+            self.goaway.ended()
             return
         assert isinstance(transport, asyncio.Transport)
         super().connection_made(CoalescingTransport(transport))
         self._peer = self.connection.get_peer().addr()
+        self._lane = ConnectionLane(self.connection, self._h2, self._peer, self._stream_released)
         loop = asyncio.get_running_loop()
         self._timer = loop.call_later(self._limits.handshake_timeout, self._handshake_expired)
         if self._limits.max_age is not None:
@@ -165,13 +141,11 @@ class ServerProtocol(ProtocolHooks):
         """Forget the connection and cancel its timers."""
         if self._refused:
             return
-        for timer in (self._timer, self._age_timer, self._goaway_timer):
+        for timer in (self._timer, self._age_timer):
             if timer is not None:
                 timer.cancel()
-        if not self.goaway_sent.done():
-            self.goaway_sent.set_result(None)
-        for task in list(self.deferred.values()):
-            task.cancel()
+        self.goaway.ended()
+        self._lane.cancel_all()
         self._owner.forget(self)
         super().connection_lost(exc)
 
@@ -189,43 +163,9 @@ class ServerProtocol(ProtocolHooks):
         """The transport this connection writes to."""
         return raw_transport(self.connection)
 
-    # -- what the fast lane's deferred calls need (people.rpc.deferred.LaneHost) ---
-
-    @property
-    def h2(self) -> RefusingH2Connection:
-        """h2's state of this connection."""
-        return self._h2
-
-    @property
-    def peer(self) -> Any:
-        """The client's address."""
-        return self._peer
-
-    def is_closing(self) -> bool:
-        """True once the connection is closing."""
-        return self.connection.is_closing()
-
-    def send_pending(self) -> None:
-        """Write what h2 has queued."""
-        self.connection.flush()
-
-    def call_released(self) -> None:
-        """A deferred call ended."""
-        self._stream_released()
-
-    async def window_opened(self) -> None:
-        """Return when the peer next opens a flow-control window or changes its settings."""
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._window_waiters.append(waiter)
-        try:
-            await waiter
-        finally:
-            with contextlib.suppress(ValueError):
-                self._window_waiters.remove(waiter)
-
     def _stream_released(self) -> None:
         self._last_active = time.monotonic()
-        if self._close_when_done and self.goaway_last_stream_id is not None:
+        if self._close_when_done and self.goaway.last_stream_id is not None:
             self.close_if_done()
 
     def _handshake_expired(self) -> None:
@@ -250,7 +190,7 @@ class ServerProtocol(ProtocolHooks):
 
     def open_streams(self) -> int:
         """Calls in flight on this connection."""
-        return len(self.processor.streams) + len(self.deferred)
+        return len(self.processor.streams) + len(self._lane.deferred)
 
     # -- data --------------------------------------------------------------------
 
@@ -285,13 +225,13 @@ class ServerProtocol(ProtocolHooks):
             if self._refuse(event):
                 continue
             stream_id = getattr(event, "stream_id", None)
-            if isinstance(event, StreamReset) and stream_id in self.deferred:
-                self.deferred[stream_id].cancel()
+            if isinstance(event, StreamReset):
+                self._lane.reset(event.stream_id)
             if stream_id in answered:
                 continue
             if isinstance(event, RequestReceived) and event.stream_id in candidates:
                 body, flow = candidates[event.stream_id]
-                taken = fast.answer(self, event, body, flow)
+                taken = fast.answer(self._lane, event, body, flow)
                 if taken is not None:
                     answered.add(event.stream_id)
                     if taken == "answered":
@@ -301,10 +241,9 @@ class ServerProtocol(ProtocolHooks):
         self.connection.flush()
 
     def _observe(self, event: H2Event) -> None:
+        self.goaway.observe(event)
         if isinstance(event, RequestReceived):
             self._last_active = time.monotonic()
-        elif isinstance(event, PingAckReceived) and event.ping_data == GOAWAY_PING:
-            self._final_goaway()
         elif not self._handshaken and isinstance(event, RemoteSettingsChanged):
             self._handshaken = True
             if self._timer is not None:
@@ -312,22 +251,12 @@ class ServerProtocol(ProtocolHooks):
             self._timer = asyncio.get_running_loop().call_later(
                 self._limits.idle_timeout, self._idle_check
             )
-        if self._window_waiters and isinstance(event, WindowUpdated | RemoteSettingsChanged):
-            for waiter in self._window_waiters:
-                if not waiter.done():
-                    waiter.set_result(None)
+        if isinstance(event, WindowUpdated | RemoteSettingsChanged):
+            self._lane.window_changed()
 
     def _refuse(self, event: H2Event) -> bool:
-        if not isinstance(event, RequestReceived) or self.goaway_last_stream_id is None:
+        if not self.goaway.refuse(event, self._h2):
             return False
-        stream_id = event.stream_id
-        if stream_id <= self.goaway_last_stream_id:
-            return False
-        h2 = self._h2
-        # The client may have reset it in the same batch (grpcio does, for streams
-        # above the GOAWAY's last id): then nothing is left to refuse.
-        with contextlib.suppress(StreamClosedError):
-            h2.reset_stream(stream_id, error_code=ErrorCodes.REFUSED_STREAM)
         self._owner.observer.refused("drain")
         return True
 
@@ -348,39 +277,12 @@ class ServerProtocol(ProtocolHooks):
                 (the server's drain closes connections itself).
         """
         self._close_when_done = self._close_when_done or close_when_done
-        if self._goaway_started:
+        if self.goaway.started:
             return
-        self._goaway_started = True
         self._abuse.expecting_cancellations = True
-        if self.connection.is_closing():
-            if not self.goaway_sent.done():
-                self.goaway_sent.set_result(None)
-            return
-        self.connection.flush()
-        first = GoAwayFrame(stream_id=0, last_stream_id=ALL_STREAMS, error_code=ErrorCodes.NO_ERROR)
-        raw_transport(self.connection).write(first.serialize())
-        self._h2.ping(GOAWAY_PING)
-        self.connection.flush()
-        self._goaway_timer = asyncio.get_running_loop().call_later(
-            GOAWAY_PING_TIMEOUT, self._final_goaway
-        )
+        self.goaway.start(self.connection, self._h2, on_final=self._goaway_sent)
 
-    def _final_goaway(self) -> None:
-        """The PING came back (or took too long): name the last stream that will be served."""
-        if self._goaway_timer is None or self.goaway_sent.done():
-            return
-        self._goaway_timer.cancel()
-        self.goaway_sent.set_result(None)
-        if self.connection.is_closing():
-            return
-        self.goaway_last_stream_id = self._h2.highest_inbound_stream_id
-        self.connection.flush()
-        final = GoAwayFrame(
-            stream_id=0,
-            last_stream_id=self.goaway_last_stream_id,
-            error_code=ErrorCodes.NO_ERROR,
-        )
-        raw_transport(self.connection).write(final.serialize())
+    def _goaway_sent(self) -> None:
         if self._close_when_done:
             self.close_if_done()
 
@@ -390,7 +292,7 @@ class ServerProtocol(ProtocolHooks):
             return True
         if self.open_streams():
             return False
-        if self.goaway_last_stream_id is None:
+        if self.goaway.last_stream_id is None:
             self._h2.close_connection()
             self.connection.flush()
         self.processor.close("server draining")

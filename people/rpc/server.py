@@ -175,7 +175,7 @@ class RpcServer(ServerHooks):
 
     def _unfinished(self) -> list[asyncio.Future[None]]:
         """What the drain still waits for: final GOAWAYs not yet sent, then unary calls."""
-        goaways = [p.goaway_sent for p in self.protocols if not p.goaway_sent.done()]
+        goaways = [p.goaway.sent for p in self.protocols if not p.goaway.sent.done()]
         if goaways:
             return goaways
         return list(self.policy.unary_calls())
