@@ -10,10 +10,14 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from grpclib.client import Channel
+
+from people._gen.people import UserServiceStub
 
 READY = re.compile(r"people serving on (?P<address>\S+)")
 START_TIMEOUT = 20.0
@@ -57,6 +61,17 @@ class ServerProcess:
     def output(self) -> str:
         """Everything the server wrote to stderr so far."""
         return "".join(self.log)
+
+
+@asynccontextmanager
+async def stub_for(server: ServerProcess) -> AsyncIterator[UserServiceStub]:
+    """A generated stub over one TCP connection to ``server``."""
+    host, port = server.address.rsplit(":", 1)
+    channel = Channel(host.strip("[]"), int(port))
+    try:
+        yield UserServiceStub(channel)
+    finally:
+        channel.close()
 
 
 @contextmanager

@@ -3,11 +3,8 @@ writes are seen at once."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 
-from grpclib.client import Channel
 from grpclib.testing import ChannelFor
 
 from people._gen.people import (
@@ -20,35 +17,8 @@ from people._gen.people import (
 )
 from people.api.user_service import UserService
 from people.domain.directory import UserDirectory
-from people.domain.model import User as DomainUser
-from people.domain.ports import Cursor
-from people.domain.query import DEFAULT_QUERY, Query
-from people.store.sqlite import SQLiteStore
-from tests.support import ServerProcess, running_server
-
-
-class ScanCountingStore(SQLiteStore):
-    """A SQLite store that counts its page reads."""
-
-    scans = 0
-
-    async def list_page(
-        self, *, after: Cursor | None, limit: int, query: Query = DEFAULT_QUERY
-    ) -> list[DomainUser]:
-        """Count, then read."""
-        self.scans += 1
-        return await super().list_page(after=after, limit=limit, query=query)
-
-
-@asynccontextmanager
-async def stub_for(server: ServerProcess) -> AsyncIterator[UserServiceStub]:
-    """A generated stub over one TCP connection to ``server``."""
-    host, port = server.address.rsplit(":", 1)
-    channel = Channel(host.strip("[]"), int(port))
-    try:
-        yield UserServiceStub(channel)
-    finally:
-        channel.close()
+from tests.support import running_server, stub_for
+from tests.test_cache import CountingSQLiteStore
 
 
 class TestListUsersIsCached:
@@ -56,7 +26,7 @@ class TestListUsersIsCached:
 
     async def test_repeated_pages_read_the_store_once(self, tmp_path: Path) -> None:
         """The first page and a later one, each asked five times, read the store once each."""
-        store = await ScanCountingStore.open(tmp_path / "people.db")
+        store = await CountingSQLiteStore.open(tmp_path / "people.db")
         try:
             async with ChannelFor([UserService(UserDirectory(store))]) as channel:
                 stub = UserServiceStub(channel)

@@ -10,15 +10,10 @@ from h2.settings import SettingCodes
 from h2.stream import StreamState
 
 from people.rpc.internals import RefusingH2Connection
+from tests.inprocess import RawH2
 
-REQUEST = [
-    (":method", "POST"),
-    (":scheme", "http"),
-    (":path", "/people.UserService/GetUserById"),
-    (":authority", "localhost"),
-    ("content-type", "application/grpc"),
-    ("te", "trailers"),
-]
+#: A GetUserById request's headers, as a gRPC client sends them.
+REQUEST = RawH2.request_headers("/people.UserService/GetUserById")
 HEADERS = [(":status", "200"), ("content-type", "application/grpc+proto")]
 TRAILERS = [("grpc-status", "0")]
 

@@ -10,15 +10,10 @@ from hpack import Decoder, Encoder, HeaderTuple, NeverIndexedHeaderTuple
 
 from people.rpc.internals.hpack_caches import MAX_KEPT, CachingDecoder, CachingEncoder
 from people.server.logs import TurnBufferedHandler
+from tests.inprocess import RawH2
 
-REQUEST = [
-    (":method", "POST"),
-    (":scheme", "http"),
-    (":path", "/people.UserService/GetUserById"),
-    (":authority", "localhost"),
-    ("content-type", "application/grpc"),
-    ("te", "trailers"),
-]
+#: A GetUserById request's headers, as a gRPC client sends them.
+REQUEST = RawH2.request_headers("/people.UserService/GetUserById")
 
 
 class TestDecoder:

@@ -7,13 +7,10 @@ SQLite and PostgreSQL, including while other clients write at the same time.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from datetime import datetime
 from pathlib import Path
 
 import pytest
-from grpclib.client import Channel
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
@@ -25,18 +22,7 @@ from people._gen.people import (
     UserIdRequest,
     UserServiceStub,
 )
-from tests.support import ServerProcess, running_server
-
-
-@asynccontextmanager
-async def stub_for(server: ServerProcess) -> AsyncIterator[UserServiceStub]:
-    """A generated stub over one TCP connection to ``server``."""
-    host, port = server.address.rsplit(":", 1)
-    channel = Channel(host.strip("[]"), int(port))
-    try:
-        yield UserServiceStub(channel)
-    finally:
-        channel.close()
+from tests.support import running_server, stub_for
 
 
 async def create_users(stub: UserServiceStub, prefix: str, count: int) -> list[str]:
