@@ -30,7 +30,7 @@ from grpclib.const import Status
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.metrics_core import Metric
 
-from people.rpc.observe import CallRecord, NullObserver, RefusalReason
+from people.rpc.observe import CallRecord, NullObserver, RefusalReason, service_and_method
 
 #: Seconds: finer than Prometheus' defaults at the low end, where unary calls live.
 HANDLING_BUCKETS = (
@@ -146,7 +146,7 @@ class GrpcMetrics(NullObserver):
     def _for(self, key: tuple[str, str]) -> tuple[Any, Any, Any, Any]:
         children = self._children.get(key)
         if children is None:
-            labels = _method_labels(*key)
+            labels = (key[0], *service_and_method(key[1]))
             children = (
                 self._started.labels(*labels),
                 self._handling.labels(*labels),
@@ -240,7 +240,7 @@ class GrpcMetrics(NullObserver):
         for (grpc_type, method, code), value in handled.items():
             child = self._handled_children.get((grpc_type, method, code))
             if child is None:
-                labels = (*_method_labels(grpc_type, method), grpc_code_name(Status(code)))
+                labels = (grpc_type, *service_and_method(method), grpc_code_name(Status(code)))
                 child = self._handled.labels(*labels)
                 self._handled_children[grpc_type, method, code] = child
             child.inc(value)
@@ -257,12 +257,6 @@ class GrpcMetrics(NullObserver):
     def queue_changed(self, delta: int) -> None:
         """Follow the calls waiting for a slot."""
         self._queued.inc(delta)
-
-
-def _method_labels(grpc_type: str, method: str) -> tuple[str, str, str]:
-    """``grpc_type``, ``grpc_service`` and ``grpc_method`` of a call to ``method`` (a path)."""
-    service, _, name = method.lstrip("/").partition("/")
-    return grpc_type, service, name
 
 
 class _FlushBeforeScrape:

@@ -23,6 +23,12 @@ RefusalReason = Literal["cap", "limits", "drain", "abuse"]
 GrpcType = Literal["unary", "client_stream", "server_stream", "bidi_stream"]
 
 
+def service_and_method(path: str) -> tuple[str, str]:
+    """``("package.Service", "Method")`` from a call's ``:path``."""
+    service, _, name = path.lstrip("/").partition("/")
+    return service, name
+
+
 @dataclass(eq=False)
 class CallRecord:
     """One call, filled in as it proceeds; compared by identity."""
@@ -51,8 +57,7 @@ class CallRecord:
     @property
     def service_and_method(self) -> tuple[str, str]:
         """``("package.Service", "Method")`` from the path."""
-        service, _, name = self.method.lstrip("/").partition("/")
-        return service, name
+        return service_and_method(self.method)
 
 
 class CallObserver(Protocol):
