@@ -25,6 +25,7 @@ from people._gen.people import (
 from people.rpc.metrics import FLUSH_INTERVAL, GrpcMetrics
 from people.rpc.observe import CallRecord
 from people.server.instruments import open_instruments
+from people.server.metrics import WorkerMetrics
 from people.server.settings import Settings
 from tests.inprocess import RawCodec, call_raw
 from tests.postgres import free_port
@@ -209,6 +210,23 @@ class TestWorkers:
         assert_known_mix(samples)
         assert value(counted, "people_users") == 2
         assert value(samples, "people_worker_starts_total") == 2
+
+    def test_starts_and_exits_are_counted_by_cause(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The supervisor's counters: every worker started, every exit as expected or not."""
+        monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))  # where exits are forgotten
+        registry = CollectorRegistry()
+        workers = WorkerMetrics(registry)
+        for pid in (101, 102, 103):
+            workers.started(pid)
+        workers.exited(101, expected=False)
+        workers.exited(102, expected=True)
+        workers.exited(103, expected=True)
+        assert registry.get_sample_value("people_worker_starts_total") == 3
+        exits = "people_worker_exits_total"
+        assert registry.get_sample_value(exits, {"cause": "unexpected"}) == 1
+        assert registry.get_sample_value(exits, {"cause": "expected"}) == 2
 
     def test_a_taken_metrics_port_is_a_startup_error(self, tmp_path: Path) -> None:
         """A metrics address already in use stops the server at start with one line."""
