@@ -12,6 +12,7 @@ from __future__ import annotations
 import multiprocessing
 import random
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from people._gen.people import ListUsersRequest, UserIdRequest
@@ -40,13 +41,7 @@ def email_bodies(users: int) -> list[bytes]:
     holds its one user) keep every body distinct.
     """
     numbers = random.sample(range(users), min(users, BODIES))
-    sizes = min(50, max(1, BODIES // len(numbers)))
-    bodies = [
-        bytes(ListUsersRequest(filter=f'email = "user{n}@example.com"', page_size=1 + size))
-        for size in range(sizes)
-        for n in numbers
-    ]
-    return random.sample(bodies, len(bodies))
+    return _shuffled_filters(numbers, lambda n: f'email = "user{n}@example.com"', smallest_page=1)
 
 
 def name_prefix_bodies(users: int) -> list[bytes]:
@@ -59,9 +54,17 @@ def name_prefix_bodies(users: int) -> list[bytes]:
     digits = len(str(users - 1))
     low, high = 10 ** (digits - 1), users
     numbers = random.sample(range(low, high), min(high - low, BODIES))
+    return _shuffled_filters(numbers, lambda n: f'name = "User {n}*"', smallest_page=10)
+
+
+def _shuffled_filters(
+    numbers: list[int], filter_for: Callable[[int], str], *, smallest_page: int
+) -> list[bytes]:
+    """A ListUsers body per number and page size (up to 50 sizes, so that few numbers
+    still give enough distinct bodies), in a random order."""
     sizes = min(50, max(1, BODIES // len(numbers)))
     bodies = [
-        bytes(ListUsersRequest(filter=f'name = "User {n}*"', page_size=10 + size))
+        bytes(ListUsersRequest(filter=filter_for(n), page_size=smallest_page + size))
         for size in range(sizes)
         for n in numbers
     ]
